@@ -1,0 +1,19 @@
+"""The REST application: routers plus error mapping; the daemon object is injected."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from hypr import __version__
+from hypr.api import networks, system
+from hypr.api.errors import install_error_handlers
+from hypr.daemon.service import Daemon
+
+
+def create_app(daemon: Daemon) -> FastAPI:
+    app = FastAPI(title="hypr", version=__version__)
+    app.state.daemon = daemon
+    install_error_handlers(app)
+    app.include_router(system.router)
+    app.include_router(networks.router)
+    return app

@@ -1,0 +1,81 @@
+"""Daemon and client settings, read from the environment once.
+
+Every path the daemon writes is under `run_dir` or `data_dir`, so two daemons with different
+directories (in different network namespaces) never see each other's state.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from pathlib import Path
+
+DEFAULT_RUN_DIR = Path("/run/hypr")
+DEFAULT_DATA_DIR = Path("/var/lib/hypr")
+
+
+def run_dir() -> Path:
+    """The runtime directory that holds the API socket; the CLI needs only this."""
+    return Path(os.environ.get("HYPR_RUN_DIR", str(DEFAULT_RUN_DIR)))
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, not {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What hyprd is configured with; shown by `hypr info`."""
+
+    run_dir: Path
+    data_dir: Path
+    assets_dir: Path
+    log_level: str
+    accel: str
+    default_subnet: IPv4Network
+    ssh_allowed_cidr: IPv4Network
+    ssh_port_min: int
+    ssh_port_max: int
+
+    @property
+    def socket_path(self) -> Path:
+        return self.run_dir / "hypr.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "hyprd.pid"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "hypr.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        accel = os.environ.get("HYPR_ACCEL", "auto")
+        if accel not in ("auto", "kvm", "tcg"):
+            raise ValueError(f"HYPR_ACCEL must be auto, kvm or tcg, not {accel!r}")
+        return cls(
+            run_dir=run_dir(),
+            data_dir=Path(os.environ.get("HYPR_DATA_DIR", str(DEFAULT_DATA_DIR))),
+            assets_dir=Path(
+                os.environ.get("HYPR_ASSETS_DIR", str(Path(sys.prefix) / "share" / "hypr"))
+            ),
+            log_level=os.environ.get("HYPR_LOG", "info"),
+            accel=accel,
+            default_subnet=IPv4Network("10.88.0.0/16"),
+            ssh_allowed_cidr=IPv4Network(os.environ.get("HYPR_SSH_ALLOWED_CIDR", "0.0.0.0/0")),
+            ssh_port_min=_env_int("HYPR_SSH_PORT_MIN", 2200),
+            ssh_port_max=_env_int("HYPR_SSH_PORT_MAX", 2299),
+        )

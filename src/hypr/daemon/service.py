@@ -1,0 +1,55 @@
+"""The daemon's object graph: state, kernel handles and managers, built once at start-up."""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+from pyroute2 import AsyncIPRoute
+
+from hypr.config import Settings
+from hypr.network.firewall import NftablesFirewall
+from hypr.network.ipam import Ipam
+from hypr.network.manager import NetworkManager
+from hypr.state.db import Database
+from hypr.state.vms import Endpoint, VmRepository
+
+log = logging.getLogger(__name__)
+
+
+class VmCounts(NamedTuple):
+    total: int
+    running: int
+
+
+class Daemon:
+    """Everything the API handlers act on."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(settings.db_path)
+        self.db.migrate()
+        self.ipr = AsyncIPRoute()
+        self.firewall = NftablesFirewall()
+        self.ipam = Ipam(self.db)
+        self.networks = NetworkManager(self.db, self.ipr, self.firewall, self.ipam)
+        self.vm_rows = VmRepository(self.db)
+        self.accel = settings.accel
+
+    async def start(self) -> None:
+        """Reconcile the kernel with the database before serving any request."""
+        await self.ipr.setup_endpoint()
+        await self.networks.reconcile(self.settings.default_subnet)
+
+    def endpoints(self, network_id: str) -> list[Endpoint]:
+        return self.vm_rows.endpoints(network_id)
+
+    def vm_counts(self) -> VmCounts:
+        return VmCounts(*self.vm_rows.counts())
+
+    async def close(self) -> None:
+        """Release handles; VMs and networks stay, so a restarted daemon adopts them."""
+        self.ipr.close()
+        self.db.close()

@@ -1,0 +1,214 @@
+"""The `vms` and `vm_nics` tables."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Address
+from typing import Any
+
+from hypr.state.db import Database
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """What the user asked for at `hypr run`; kept so that `hypr start` can boot it again."""
+
+    argv: list[str]
+    env: list[str] = field(default_factory=list)
+    workdir: str = "/"
+    vcpus: int = 1
+    memory_mib: int = 256
+    restart: str = "no"
+    max_restarts: int = 0
+    dhcp: bool = False
+    ssh: bool = False
+    ports: list[dict[str, Any]] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> VmSpec:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class NicRecord:
+    vm_id: str
+    idx: int
+    network_id: str
+    mac: str
+    address: IPv4Address | None
+    tap: str | None
+
+
+@dataclass(frozen=True)
+class VmRecord:
+    id: str
+    name: str
+    image: str
+    spec: VmSpec
+    state: str  # created | running | stopping | exited
+    created: str
+    pid: int | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    restarts: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    nics: tuple[NicRecord, ...] = ()
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A VM's attachment to a network, as `network inspect` lists it."""
+
+    vm_id: str
+    vm_name: str
+    endpoint_id: str
+    mac: str
+    address: IPv4Address | None
+
+
+class VmRepository:
+    """Reads and writes VM rows; NIC rows are written with their VM."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, vm: VmRecord) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO vms (id, name, image, spec, state, created) VALUES (?, ?, ?, ?, ?, ?)",
+                (vm.id, vm.name, vm.image, vm.spec.to_json(), vm.state, vm.created),
+            )
+            for nic in vm.nics:
+                self.add_nic(nic)
+
+    def add_nic(self, nic: NicRecord) -> None:
+        self.db.conn.execute(
+            "INSERT INTO vm_nics (vm_id, idx, network_id, mac, address, tap) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                nic.vm_id,
+                nic.idx,
+                nic.network_id,
+                nic.mac,
+                int(nic.address) if nic.address else None,
+                nic.tap,
+            ),
+        )
+
+    def remove(self, vm_id: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM vms WHERE id = ?", (vm_id,))
+
+    def remove_nic(self, vm_id: str, idx: int) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM vm_nics WHERE vm_id = ? AND idx = ?", (vm_id, idx))
+
+    def update(self, vm_id: str, **fields: Any) -> None:
+        """Set columns of one VM (state, pid, exit_code, error, restarts, *_at)."""
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        with self.db.transaction() as conn:
+            conn.execute(f"UPDATE vms SET {columns} WHERE id = ?", (*fields.values(), vm_id))
+
+    def set_tap(self, vm_id: str, idx: int, tap: str | None) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE vm_nics SET tap = ? WHERE vm_id = ? AND idx = ?", (tap, vm_id, idx)
+            )
+
+    def get(self, vm_id: str) -> VmRecord | None:
+        row = self.db.conn.execute("SELECT * FROM vms WHERE id = ?", (vm_id,)).fetchone()
+        return self._record(row) if row else None
+
+    def find(self, ref: str) -> VmRecord | None:
+        """Exact name, full id, then a unique id prefix, as Docker resolves references."""
+        conn = self.db.conn
+        row = conn.execute("SELECT * FROM vms WHERE name = ?", (ref,)).fetchone()
+        if row is None:
+            row = conn.execute("SELECT * FROM vms WHERE id = ?", (ref,)).fetchone()
+        if row is None and ref and all(c in "0123456789abcdef" for c in ref):
+            rows = conn.execute("SELECT * FROM vms WHERE id LIKE ? LIMIT 2", (ref + "%",))
+            found = rows.fetchall()
+            row = found[0] if len(found) == 1 else None
+        return self._record(row) if row else None
+
+    def all(self) -> list[VmRecord]:
+        rows = self.db.conn.execute("SELECT * FROM vms ORDER BY created DESC").fetchall()
+        return [self._record(row) for row in rows]
+
+    def name_taken(self, name: str) -> bool:
+        return (
+            self.db.conn.execute("SELECT 1 FROM vms WHERE name = ?", (name,)).fetchone() is not None
+        )
+
+    def mac_taken(self, mac: str) -> bool:
+        row = self.db.conn.execute("SELECT 1 FROM vm_nics WHERE mac = ?", (mac,)).fetchone()
+        return row is not None
+
+    def taps_in_use(self) -> set[str]:
+        rows = self.db.conn.execute("SELECT tap FROM vm_nics WHERE tap IS NOT NULL")
+        return {row[0] for row in rows}
+
+    def endpoints(self, network_id: str) -> list[Endpoint]:
+        rows = self.db.conn.execute(
+            "SELECT v.id, v.name, n.idx, n.mac, n.address FROM vm_nics n "
+            "JOIN vms v ON v.id = n.vm_id WHERE n.network_id = ? ORDER BY v.name",
+            (network_id,),
+        ).fetchall()
+        return [
+            Endpoint(
+                vm_id=row["id"],
+                vm_name=row["name"],
+                endpoint_id=f"{row['id'][:56]}{row['idx']:08x}",
+                mac=row["mac"],
+                address=IPv4Address(row["address"]) if row["address"] is not None else None,
+            )
+            for row in rows
+        ]
+
+    def counts(self) -> tuple[int, int]:
+        """(all VMs, running VMs)."""
+        row = self.db.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(state = 'running'), 0) FROM vms"
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def _record(self, row: sqlite3.Row) -> VmRecord:
+        nics = tuple(
+            NicRecord(
+                vm_id=n["vm_id"],
+                idx=n["idx"],
+                network_id=n["network_id"],
+                mac=n["mac"],
+                address=IPv4Address(n["address"]) if n["address"] is not None else None,
+                tap=n["tap"],
+            )
+            for n in self.db.conn.execute(
+                "SELECT * FROM vm_nics WHERE vm_id = ? ORDER BY idx", (row["id"],)
+            )
+        )
+        return VmRecord(
+            id=row["id"],
+            name=row["name"],
+            image=row["image"],
+            spec=VmSpec.from_json(row["spec"]),
+            state=row["state"],
+            created=row["created"],
+            pid=row["pid"],
+            exit_code=row["exit_code"],
+            error=row["error"],
+            restarts=row["restarts"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            nics=nics,
+        )

@@ -1,0 +1,112 @@
+"""The VMM adapter contract: what the daemon needs from a hypervisor, and nothing more.
+
+Like Firecracker's API, it is tiny and explicit. The daemon owns TAP devices, addresses and
+the guest agent connection; an adapter only turns a `VmConfig` into a running process and
+back. QEMU is the adapter that runs here; Firecracker or cloud-hypervisor would implement the
+same protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+from typing import Literal, Protocol
+
+Accel = Literal["kvm", "tcg"]
+RestartPolicy = Literal["no", "always", "on-failure"]
+
+
+@dataclass(frozen=True)
+class NicConfig:
+    """One guest NIC, backed by a host TAP device that the daemon already created."""
+
+    tap: str
+    mac: str
+    # None means the guest asks for its address by DHCP.
+    address: IPv4Interface | None
+    gateway: IPv4Address | None
+    mtu: int = 1500
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """What the guest agent runs as the VM's main process."""
+
+    argv: list[str]
+    env: list[str] = field(default_factory=list)  # "KEY=VALUE"
+    workdir: str = "/"
+    restart: RestartPolicy = "no"
+    max_restarts: int = 0  # for on-failure; 0 means unlimited
+
+
+@dataclass(frozen=True)
+class VmConfig:
+    """Everything an adapter needs to boot one VM."""
+
+    vm_id: str
+    hostname: str
+    vcpus: int
+    memory_mib: int
+    kernel: Path
+    initramfs: Path
+    rootfs: Path  # squashfs image, attached read-only as the first block device
+    nics: list[NicConfig]
+    dns: list[str]
+    workload: WorkloadSpec
+    runtime_dir: Path  # per-VM directory for sockets and the per-VM initrd
+    console_log: Path
+    accel: Accel = "tcg"
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A hypervisor invocation: argv plus files that must exist before it runs."""
+
+    argv: list[str]
+    files: dict[Path, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VmHandle:
+    """What identifies a running VM's hypervisor process; persisted so hyprd can adopt it."""
+
+    vm_id: str
+    pid: int
+    runtime_dir: Path
+    agent_socket: Path  # Unix socket of the guest agent's virtio-serial port
+
+
+class VmmAdapter(Protocol):
+    """The operations the daemon performs on a hypervisor."""
+
+    name: str
+
+    def build_command(self, config: VmConfig) -> CommandSpec:
+        """Return the exact command (and files) that would boot `config`."""
+        ...
+
+    async def create(self, config: VmConfig) -> VmHandle:
+        """Prepare and spawn the hypervisor process; returns once it runs."""
+        ...
+
+    async def stop(self, handle: VmHandle, timeout: float) -> None:
+        """Wait up to `timeout` s for the process to exit (the guest was asked to power off
+        through its agent), then kill it."""
+        ...
+
+    async def kill(self, handle: VmHandle) -> None:
+        """Kill the hypervisor process now and reap it."""
+        ...
+
+    async def wait(self, handle: VmHandle) -> None:
+        """Return when the hypervisor process has exited (works for adopted processes)."""
+        ...
+
+    def is_alive(self, handle: VmHandle) -> bool:
+        """True if `handle.pid` is still this VM's hypervisor (used to adopt after restart)."""
+        ...
+
+    async def delete(self, handle: VmHandle) -> None:
+        """Remove the VM's runtime files; the process must be gone."""
+        ...
