@@ -54,7 +54,9 @@ def info() -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, click returns the code of a typer.Exit instead of exiting.
+        result = app(standalone_mode=False)
+        sys.exit(result if isinstance(result, int) else 0)
     except ClientError as exc:
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(1)

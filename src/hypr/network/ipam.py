@@ -123,15 +123,24 @@ class Ipam:
         return int(row[0])
 
     def _take(self, network_id: str, first: int, last: int, value: int, owner: str) -> None:
+        """Remove `value` from the free range [first, last] and record its owner."""
         conn = self.db.conn
-        conn.execute(
-            "DELETE FROM ip_free_ranges WHERE network_id = ? AND first = ?", (network_id, first)
-        )
-        pieces = [(first, value - 1), (value + 1, last)]
-        conn.executemany(
-            "INSERT INTO ip_free_ranges (network_id, first, last) VALUES (?, ?, ?)",
-            [(network_id, lo, hi) for lo, hi in pieces if lo <= hi],
-        )
+        if value == first and first < last:  # the common case: shrink the range in place
+            conn.execute(
+                "UPDATE ip_free_ranges SET first = ? WHERE network_id = ? AND first = ?",
+                (value + 1, network_id, first),
+            )
+        else:
+            conn.execute(
+                "DELETE FROM ip_free_ranges WHERE network_id = ? AND first = ?",
+                (network_id, first),
+            )
+            for lo, hi in ((first, value - 1), (value + 1, last)):
+                if lo <= hi:
+                    conn.execute(
+                        "INSERT INTO ip_free_ranges (network_id, first, last) VALUES (?, ?, ?)",
+                        (network_id, lo, hi),
+                    )
         conn.execute(
             "INSERT INTO ip_allocations (network_id, address, owner) VALUES (?, ?, ?)",
             (network_id, value, owner),

@@ -1,0 +1,151 @@
+"""Throw-away network namespaces with a real hyprd inside, for tests, benchmarks and demos.
+
+Everything such a run creates (bridges, TAPs, nftables tables, dnsmasq, QEMU) lives in a
+namespace that it made itself, and deleting the namespace, after killing what runs in it,
+removes all of it, also when the run fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BIN = Path(sys.executable).parent
+DEFAULT_ASSETS = Path(sys.prefix) / "share" / "hypr"
+
+
+def sh(
+    *args: str, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, check=check, capture_output=True, text=True, input=input)
+
+
+def in_ns(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return sh("ip", "netns", "exec", ns, *args, check=check)
+
+
+def create_netns(prefix: str = "hyprt") -> str:
+    name = f"{prefix}-{secrets.token_hex(4)}"
+    sh("ip", "netns", "add", name)
+    in_ns(name, "ip", "link", "set", "lo", "up")
+    return name
+
+
+def delete_netns(name: str) -> None:
+    """Kill everything running in a namespace, then delete it."""
+    pids = sh("ip", "netns", "pids", name, check=False).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.02)
+        pids = sh("ip", "netns", "pids", name, check=False).stdout.split()
+    sh("ip", "netns", "del", name, check=False)
+
+
+class Hyprd:
+    """A real hyprd inside a namespace, with its own run and data directories."""
+
+    def __init__(self, netns: str, root: Path, env: dict[str, str] | None = None) -> None:
+        self.netns = netns
+        self.run_dir = root / "run"
+        self.data_dir = root / "data"
+        self.log_path = root / "hyprd.log"
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "HYPR_RUN_DIR": str(self.run_dir),
+            "HYPR_DATA_DIR": str(self.data_dir),
+            "HYPR_ASSETS_DIR": os.environ.get("HYPR_ASSETS_DIR", str(DEFAULT_ASSETS)),
+            **self.extra_env,
+        }
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "hypr.sock"
+
+    def start(self, timeout: float = 60) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.netns, str(BIN / "hyprd")],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hyprd exited at start-up:\n{self.log()}")
+            try:
+                with self.api() as api:
+                    if api.get("/_ping").status_code == 200:
+                        return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"hyprd did not come up:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self.proc = None
+        return code
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def api(self, timeout: float = 300) -> httpx.Client:
+        return httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(self.socket)),
+            base_url="http://hypr",
+            timeout=timeout,
+        )
+
+    def hypr(
+        self, *args: str, check: bool = False, input: str | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the CLI; it needs no namespace, only the socket."""
+        result = subprocess.run(
+            [str(BIN / "hypr"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"hypr {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def ok(self, *args: str, input: str | None = None) -> str:
+        return self.hypr(*args, check=True, input=input).stdout
+
+    def nft(self) -> list[dict[str, Any]]:
+        """The namespace's whole ruleset, as `nft -j` shows it."""
+        out = in_ns(self.netns, "nft", "-j", "list", "ruleset").stdout
+        return list(json.loads(out)["nftables"])
+
+    def db_rows(self, query: str) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(self.data_dir / "hypr.db") as conn:
+            return conn.execute(query).fetchall()
