@@ -91,3 +91,99 @@ class InfoView(BaseModel):
     VMsRunning: int
     SshPortRange: str
     SshAllowedCidr: str
+
+
+class HyprModel(BaseModel):
+    """hypr's own endpoints (VMs, images) use snake_case, like Hyperfleet and Hatch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NetworkAttachmentBody(HyprModel):
+    network: str
+    ip: str | None = None
+    mac: str | None = None
+
+
+class RunRequestBody(HyprModel):
+    image: str
+    name: str | None = None
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: list[str] = Field(default_factory=list)
+    # None means the default network; [] means no network at all.
+    networks: list[NetworkAttachmentBody] | None = None
+    vcpus: int = 1
+    memory_mib: int = 256
+    restart: str = "no"
+    workdir: str | None = None
+    dhcp: bool = False
+    auto_remove: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+    start: bool = True
+
+
+class NicView(BaseModel):
+    network: str
+    network_id: str
+    ip: str | None
+    prefix_len: int | None
+    gateway: str | None
+    mac: str
+    tap: str | None
+
+
+class VmView(BaseModel):
+    id: str
+    name: str
+    image: str
+    state: str
+    pid: int | None
+    exit_code: int | None
+    error: str | None
+    restarts: int
+    created: str
+    started_at: str | None
+    finished_at: str | None
+    command: list[str]
+    env: list[str]
+    workdir: str
+    vcpus: int
+    memory_mib: int
+    restart: str
+    auto_remove: bool
+    dhcp: bool
+    labels: dict[str, str]
+    enable_network: bool
+    guest_ip: str | None
+    guest_mac: str | None
+    tap_name: str | None
+    networks: list[NicView]
+    log_path: str
+
+
+class WaitResponse(BaseModel):
+    exit_code: int | None
+
+
+class ExecRequest(HyprModel):
+    command: list[str] = Field(min_length=1)
+    env: list[str] = Field(default_factory=list)
+    workdir: str | None = None
+    stdin: str = ""
+    interactive: bool = False
+
+
+class ExecResponse(BaseModel):
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+class ImageView(BaseModel):
+    id: str
+    repository: str
+    tag: str
+    size: int
+    entrypoint: list[str]
+    cmd: list[str]

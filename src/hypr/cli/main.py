@@ -7,7 +7,7 @@ import sys
 import typer
 
 from hypr import __version__
-from hypr.cli import networks
+from hypr.cli import networks, vms
 from hypr.cli.client import ClientError
 from hypr.cli.context import api
 
@@ -18,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(networks.app, name="network")
+vms.register(app)
 
 
 @app.command()

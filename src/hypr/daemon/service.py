@@ -8,11 +8,14 @@ from typing import NamedTuple
 from pyroute2 import AsyncIPRoute
 
 from hypr.config import Settings
+from hypr.daemon.vms import VmManager
+from hypr.images.store import ImageStore
 from hypr.network.firewall import NftablesFirewall
 from hypr.network.ipam import Ipam
 from hypr.network.manager import NetworkManager
 from hypr.state.db import Database
-from hypr.state.vms import Endpoint, VmRepository
+from hypr.state.vms import Endpoint
+from hypr.vmm.qemu import QemuAdapter
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +38,39 @@ class Daemon:
         self.firewall = NftablesFirewall()
         self.ipam = Ipam(self.db)
         self.networks = NetworkManager(self.db, self.ipr, self.firewall, self.ipam)
-        self.vm_rows = VmRepository(self.db)
-        self.accel = settings.accel
+        self.images = ImageStore(settings.assets_dir / "images", settings.data_dir / "images")
+        self.vms = VmManager(
+            settings, self.db, self.ipr, self.networks, self.ipam, self.images, QemuAdapter()
+        )
+        self.networks.detach_hook = self.vms.detach_network
 
     async def start(self) -> None:
         """Reconcile the kernel with the database before serving any request."""
         await self.ipr.setup_endpoint()
         await self.networks.reconcile(self.settings.default_subnet)
+        await self.vms.reconcile()
+        self.vms.resolve_accel_in_background()
+
+    @property
+    def accel(self) -> str:
+        """The accelerator in use, or the setting while the probe still runs."""
+        resolved = self.vms.accel_in_use()
+        if resolved is not None:
+            return resolved
+        return (
+            f"{self.settings.accel} (probing)"
+            if self.settings.accel == "auto"
+            else self.settings.accel
+        )
 
     def endpoints(self, network_id: str) -> list[Endpoint]:
-        return self.vm_rows.endpoints(network_id)
+        return self.vms.rows.endpoints(network_id)
 
     def vm_counts(self) -> VmCounts:
-        return VmCounts(*self.vm_rows.counts())
+        return VmCounts(*self.vms.rows.counts())
 
     async def close(self) -> None:
         """Release handles; VMs and networks stay, so a restarted daemon adopts them."""
+        await self.vms.shutdown()
         self.ipr.close()
         self.db.close()

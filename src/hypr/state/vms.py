@@ -23,8 +23,7 @@ class VmSpec:
     restart: str = "no"
     max_restarts: int = 0
     dhcp: bool = False
-    ssh: bool = False
-    ports: list[dict[str, Any]] = field(default_factory=list)
+    auto_remove: bool = False
     labels: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -1,0 +1,256 @@
+"""/vms: run, list, inspect, start, stop, remove, logs, wait and exec."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
+
+from hypr.api.deps import daemon_of
+from hypr.api.models import (
+    ExecRequest,
+    ExecResponse,
+    ImageView,
+    NicView,
+    RunRequestBody,
+    VmView,
+    WaitResponse,
+)
+from hypr.daemon.service import Daemon
+from hypr.daemon.vms import NetworkAttachment, RunRequest
+from hypr.errors import HyprError
+from hypr.guest.protocol import AgentDisconnected
+from hypr.state.vms import VmRecord
+
+router = APIRouter(tags=["vms"])
+LOG_POLL_SECONDS = 0.05
+
+
+def vm_view(daemon: Daemon, vm: VmRecord) -> VmView:
+    nics = []
+    for nic in vm.nics:
+        net = daemon.networks.repo.find(nic.network_id)
+        nics.append(
+            NicView(
+                network=net.name if net else nic.network_id,
+                network_id=nic.network_id,
+                ip=str(nic.address) if nic.address else None,
+                prefix_len=net.subnet.prefixlen if net else None,
+                gateway=str(net.gateway) if net else None,
+                mac=nic.mac,
+                tap=nic.tap,
+            )
+        )
+    first = nics[0] if nics else None
+    return VmView(
+        id=vm.id,
+        name=vm.name,
+        image=vm.image,
+        state=vm.state,
+        pid=vm.pid,
+        exit_code=vm.exit_code,
+        error=vm.error,
+        restarts=vm.restarts,
+        created=vm.created,
+        started_at=vm.started_at,
+        finished_at=vm.finished_at,
+        command=vm.spec.argv,
+        env=vm.spec.env,
+        workdir=vm.spec.workdir,
+        vcpus=vm.spec.vcpus,
+        memory_mib=vm.spec.memory_mib,
+        restart=vm.spec.restart,
+        auto_remove=vm.spec.auto_remove,
+        dhcp=vm.spec.dhcp,
+        labels=vm.spec.labels,
+        enable_network=bool(nics),
+        guest_ip=first.ip if first else None,
+        guest_mac=first.mac if first else None,
+        tap_name=first.tap if first else None,
+        networks=nics,
+        log_path=str(daemon.vms.log_path(vm.id)),
+    )
+
+
+@router.post("/vms", status_code=201)
+async def run_vm(body: RunRequestBody, request: Request) -> VmView:
+    daemon = daemon_of(request)
+    networks = (
+        [NetworkAttachment(n.network, n.ip, n.mac) for n in body.networks]
+        if body.networks is not None
+        else [NetworkAttachment("bridge")]
+    )
+    req = RunRequest(
+        image=body.image,
+        name=body.name,
+        command=body.command,
+        entrypoint=body.entrypoint,
+        env=body.env,
+        networks=networks,
+        vcpus=body.vcpus,
+        memory_mib=body.memory_mib,
+        restart=body.restart,
+        workdir=body.workdir,
+        dhcp=body.dhcp,
+        auto_remove=body.auto_remove,
+        labels=body.labels,
+    )
+    vm = daemon.vms.create(req) if not body.start else await daemon.vms.run(req)
+    return vm_view(daemon, daemon.vms.rows.get(vm.id) or vm)
+
+
+@router.get("/vms")
+async def list_vms(request: Request, all: bool = False) -> list[VmView]:
+    daemon = daemon_of(request)
+    return [
+        vm_view(daemon, vm)
+        for vm in daemon.vms.all()
+        if all or (vm.state != "exited" and vm.state != "created")
+    ]
+
+
+@router.get("/vms/{ref}")
+async def inspect_vm(ref: str, request: Request) -> VmView:
+    daemon = daemon_of(request)
+    return vm_view(daemon, daemon.vms.get(ref))
+
+
+@router.post("/vms/{ref}/start")
+async def start_vm(ref: str, request: Request) -> VmView:
+    daemon = daemon_of(request)
+    return vm_view(daemon, await daemon.vms.start(ref))
+
+
+@router.post("/vms/{ref}/stop")
+async def stop_vm(ref: str, request: Request, timeout: float = 10) -> VmView:
+    daemon = daemon_of(request)
+    return vm_view(daemon, await daemon.vms.stop(ref, max(0.0, timeout)))
+
+
+@router.post("/vms/{ref}/wait")
+async def wait_vm(ref: str, request: Request) -> WaitResponse:
+    return WaitResponse(exit_code=await daemon_of(request).vms.wait(ref))
+
+
+@router.delete("/vms/{ref}", status_code=204)
+async def remove_vm(ref: str, request: Request, force: bool = False) -> None:
+    await daemon_of(request).vms.remove(ref, force=force)
+
+
+KERNEL_LINE = re.compile(rb"^\[\s*\d+\.\d+\] ")
+
+
+@router.get("/vms/{ref}/logs")
+async def vm_logs(
+    ref: str, request: Request, follow: bool = False, kernel: bool = False
+) -> StreamingResponse:
+    """The serial console. The workload's output is shown; the kernel's own lines (with
+    their printk timestamp) only with `kernel`. `follow` streams until the VM exits."""
+    daemon = daemon_of(request)
+    vm = daemon.vms.get(ref)
+    path = daemon.vms.log_path(vm.id)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            return
+        pending = b""
+        with handle:
+            while True:
+                data = handle.read(65536)
+                if data:
+                    *lines, pending = (pending + data).split(b"\n")
+                    shown = [line for line in lines if kernel or not KERNEL_LINE.match(line)]
+                    if shown:
+                        yield b"".join(line + b"\n" for line in shown)
+                    continue
+                if not follow or vm.id not in daemon.vms.running:
+                    if pending and (kernel or not KERNEL_LINE.match(pending)):
+                        yield pending
+                    return
+                await asyncio.sleep(LOG_POLL_SECONDS)
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+@router.post("/vms/{ref}/exec")
+async def exec_vm(ref: str, body: ExecRequest, request: Request) -> ExecResponse:
+    """Run a command to completion and return its output (for scripts and healthchecks)."""
+    result = await daemon_of(request).vms.exec(
+        ref, body.command, body.env, body.workdir, body.stdin.encode()
+    )
+    return ExecResponse(
+        exit_code=result.exit_code,
+        stdout=result.stdout.decode(errors="replace"),
+        stderr=result.stderr.decode(errors="replace"),
+    )
+
+
+@router.websocket("/vms/{ref}/exec/ws")
+async def exec_stream(ref: str, websocket: WebSocket) -> None:
+    """Interactive exec. The client sends one JSON text frame {command, env, workdir,
+    interactive}, then binary stdin frames and text frames {"stdin_eof": true} or
+    {"signal": N}; the server sends binary frames whose first byte is 1 (stdout) or 2
+    (stderr), then one text frame {"exit_code": N} or {"message": ...}, and closes."""
+    await websocket.accept()
+    daemon: Daemon = websocket.app.state.daemon
+    try:
+        start = ExecRequest.model_validate(await websocket.receive_json())
+        session = await daemon.vms.agent(ref).open_exec(
+            start.command, start.env, start.workdir, interactive=start.interactive
+        )
+    except (HyprError, ValueError, AgentDisconnected) as exc:
+        message = exc.message if isinstance(exc, HyprError) else str(exc)
+        await websocket.send_json({"message": message})
+        await websocket.close()
+        return
+
+    async def pump_input() -> None:
+        with contextlib.suppress(WebSocketDisconnect, AgentDisconnected, ValueError):
+            while True:
+                message = await websocket.receive()
+                if message.get("bytes") is not None:
+                    await session.write_stdin(message["bytes"])
+                elif message.get("text") is not None:
+                    control = json.loads(message["text"])
+                    if control.get("stdin_eof"):
+                        await session.close_stdin()
+                    if "signal" in control:
+                        await session.signal(int(control["signal"]))
+                elif message["type"] == "websocket.disconnect":
+                    await session.signal(9)
+                    return
+
+    inputs = asyncio.create_task(pump_input())
+    try:
+        async for stream, data in session:
+            await websocket.send_bytes((b"\x01" if stream == "stdout" else b"\x02") + data)
+        await websocket.send_json({"exit_code": await session.wait()})
+    except AgentDisconnected as exc:
+        await websocket.send_json({"message": str(exc)})
+    except WebSocketDisconnect:
+        return
+    finally:
+        inputs.cancel()
+    await websocket.close()
+
+
+@router.get("/images")
+async def list_images(request: Request) -> list[ImageView]:
+    return [
+        ImageView(
+            id=image.id,
+            repository=image.name,
+            tag=image.tag,
+            size=image.size,
+            entrypoint=image.entrypoint,
+            cmd=image.cmd,
+        )
+        for image in daemon_of(request).images.all()
+    ]

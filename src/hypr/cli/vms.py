@@ -1,0 +1,272 @@
+"""`hypr run`, `ps`, `start`, `stop`, `rm`, `logs`, `exec`, `inspect`, `images`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import unix_connect
+
+from hypr.cli.client import ClientError
+from hypr.cli.context import api
+from hypr.cli.output import print_json, print_table
+
+MEMORY_UNITS = {"b": 1 / 2**20, "k": 1 / 1024, "m": 1, "g": 1024, "": 1}
+
+
+def parse_memory(text: str) -> int:
+    """Docker's size syntax (`256m`, `1g`, `512` = MiB) to MiB."""
+    value = (
+        text.strip().lower().removesuffix("b")
+        if text.lower().endswith(("kb", "mb", "gb"))
+        else text.strip().lower()
+    )
+    unit = value[-1] if value and value[-1] in MEMORY_UNITS else ""
+    number = value[:-1] if unit else value
+    try:
+        mib = float(number) * MEMORY_UNITS[unit]
+    except ValueError:
+        raise typer.BadParameter(f"invalid memory size {text!r} (e.g. 256m, 1g)") from None
+    return int(mib)
+
+
+def run(
+    image: Annotated[str, typer.Argument(help="Image, e.g. busybox")],
+    command: Annotated[list[str] | None, typer.Argument(help="Command and arguments")] = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in background")] = False,
+    name: Annotated[str | None, typer.Option(help="VM name (a DNS label)")] = None,
+    network: Annotated[
+        list[str] | None, typer.Option("--network", "--net", help="Network to join, or none")
+    ] = None,
+    ip: Annotated[str | None, typer.Option(help="IPv4 address on the first network")] = None,
+    mac: Annotated[str | None, typer.Option(help="MAC address of the first NIC")] = None,
+    cpus: Annotated[int, typer.Option(help="Number of vCPUs")] = 1,
+    memory: Annotated[str, typer.Option("--memory", "-m", help="Memory, e.g. 256m")] = "256m",
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="K=V")] = None,
+    restart: Annotated[str, typer.Option(help="no, always, on-failure[:N]")] = "no",
+    workdir: Annotated[str | None, typer.Option("--workdir", "-w")] = None,
+    entrypoint: Annotated[str | None, typer.Option(help="Override the entrypoint")] = None,
+    rm: Annotated[bool, typer.Option("--rm", help="Remove the VM when it exits")] = False,
+    dhcp: Annotated[bool, typer.Option(help="Guest takes its address by DHCP")] = False,
+) -> None:
+    """Create and start a VM."""
+    command = _strip_separator(command)
+    networks: list[dict[str, Any]] | None = None
+    if network:
+        if "none" in network:
+            if len(network) > 1 or ip or mac:
+                raise typer.BadParameter("--network none cannot be combined with other networks")
+            networks = []
+        else:
+            networks = [{"network": n} for n in network]
+    if ip or mac:
+        networks = networks or [{"network": "bridge"}]
+        networks[0] = {**networks[0], "ip": ip, "mac": mac}
+    body = {
+        "image": image,
+        "name": name,
+        "command": command or None,
+        "entrypoint": [entrypoint] if entrypoint else None,
+        "env": env or [],
+        "networks": networks,
+        "vcpus": cpus,
+        "memory_mib": parse_memory(memory),
+        "restart": restart,
+        "workdir": workdir,
+        "dhcp": dhcp,
+        "auto_remove": rm,
+    }
+    client = api()
+    try:
+        vm = client.post("/vms", json=body)
+    except ClientError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(125) from None
+    if detach:
+        typer.echo(vm["id"])
+        return
+    _copy_logs(vm["id"], follow=True)
+    code = client.post(f"/vms/{vm['id']}/wait")["exit_code"]
+    raise typer.Exit(code if code is not None else 1)
+
+
+def _strip_separator(command: list[str] | None) -> list[str] | None:
+    """`hypr exec vm -- cmd` and `hypr exec vm cmd` mean the same."""
+    if command and command[0] == "--":
+        return command[1:]
+    return command
+
+
+def _copy_logs(ref: str, follow: bool) -> None:
+    with api().stream("GET", f"/vms/{ref}/logs", params={"follow": follow}) as response:
+        for chunk in response.iter_bytes():
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+
+
+def _ago(timestamp: str | None) -> str:
+    if not timestamp:
+        return ""
+    seconds = int((datetime.now(UTC) - datetime.fromisoformat(timestamp)).total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''}"
+    return "Less than a second" if seconds < 1 else f"{seconds} seconds"
+
+
+def status_text(vm: dict[str, Any]) -> str:
+    state = vm["state"]
+    if state == "running":
+        return f"Up {_ago(vm['started_at'])}"
+    if state == "exited":
+        code = vm["exit_code"] if vm["exit_code"] is not None else "-"
+        return f"Exited ({code}) {_ago(vm['finished_at'])} ago"
+    return str(state).capitalize()
+
+
+def ps(
+    all: Annotated[bool, typer.Option("--all", "-a", help="Show stopped VMs too")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only IDs")] = False,
+) -> None:
+    """List VMs."""
+    vms = api().get("/vms", params={"all": all})
+    if quiet:
+        for vm in vms:
+            typer.echo(vm["id"][:12])
+        return
+    print_table(
+        ["VM ID", "NAME", "IMAGE", "STATUS", "IP", "PORTS"],
+        [
+            [vm["id"][:12], vm["name"], vm["image"], status_text(vm), vm["guest_ip"] or "", ""]
+            for vm in vms
+        ],
+    )
+
+
+def _each(refs: list[str], action: Any) -> None:
+    """Apply `action` to every VM, reporting failures one line each, as docker does."""
+    failed = False
+    for ref in refs:
+        try:
+            action(ref)
+            typer.echo(ref)
+        except ClientError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            failed = True
+    if failed:
+        raise typer.Exit(1)
+
+
+def stop(
+    vms: Annotated[list[str], typer.Argument(help="Names or ids")],
+    time: Annotated[int, typer.Option("--time", "-t", help="Seconds before killing")] = 10,
+) -> None:
+    """Stop running VMs (SIGTERM to the workload, SIGKILL after --time)."""
+    _each(vms, lambda ref: api().post(f"/vms/{ref}/stop", params={"timeout": time}))
+
+
+def start(vms: Annotated[list[str], typer.Argument(help="Names or ids")]) -> None:
+    """Start stopped VMs."""
+    _each(vms, lambda ref: api().post(f"/vms/{ref}/start"))
+
+
+def rm(
+    vms: Annotated[list[str], typer.Argument(help="Names or ids")],
+    force: Annotated[bool, typer.Option("--force", "-f", help="Kill running VMs")] = False,
+) -> None:
+    """Remove VMs."""
+    _each(vms, lambda ref: api().delete(f"/vms/{ref}", params={"force": force}))
+
+
+def logs(
+    vm: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow the output")] = False,
+) -> None:
+    """Show a VM's console output."""
+    _copy_logs(vm, follow)
+
+
+def inspect(vms: Annotated[list[str], typer.Argument(help="Names or ids")]) -> None:
+    """Show VMs as JSON."""
+    print_json([api().get(f"/vms/{ref}") for ref in vms])
+
+
+def images() -> None:
+    """List images."""
+    print_table(
+        ["REPOSITORY", "TAG", "IMAGE ID", "SIZE"],
+        [
+            [i["repository"], i["tag"], i["id"][:12], f"{i['size'] / 2**20:.1f}MB"]
+            for i in api().get("/images")
+        ],
+    )
+
+
+def exec(
+    vm: str,
+    command: Annotated[list[str], typer.Argument(help="Command and arguments")],
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Relay stdin")] = False,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="K=V")] = None,
+    workdir: Annotated[str | None, typer.Option("--workdir", "-w")] = None,
+) -> None:
+    """Run a command in a running VM; its exit code is hypr's."""
+    command = _strip_separator(command) or []
+    if not command:
+        raise typer.BadParameter("missing command to run in the VM")
+    client = api()
+    start = {"command": command, "env": env or [], "workdir": workdir, "interactive": interactive}
+    try:
+        ws = unix_connect(str(client.socket_path), f"ws://hypr/vms/{vm}/exec/ws")
+    except OSError:
+        raise ClientError(
+            f"cannot connect to the hypr daemon at unix://{client.socket_path}: is hyprd running?"
+        ) from None
+    with ws:
+        ws.send(json.dumps(start))
+        if interactive:
+            threading.Thread(target=_relay_stdin, args=(ws,), daemon=True).start()
+        code = _relay_output(ws)
+    raise typer.Exit(code)
+
+
+def _relay_stdin(ws: Any) -> None:
+    try:
+        stdin = sys.stdin.buffer
+        while chunk := os.read(stdin.fileno(), 65536):
+            ws.send(chunk)
+        ws.send(json.dumps({"stdin_eof": True}))
+    except (ConnectionClosed, OSError, ValueError):
+        return
+
+
+def _relay_output(ws: Any) -> int:
+    try:
+        for message in ws:
+            if isinstance(message, bytes):
+                out = sys.stdout.buffer if message[:1] == b"\x01" else sys.stderr.buffer
+                out.write(message[1:])
+                out.flush()
+                continue
+            control = json.loads(message)
+            if "exit_code" in control:
+                return int(control["exit_code"])
+            raise ClientError(control.get("message", "exec failed"))
+    except KeyboardInterrupt:
+        ws.send(json.dumps({"signal": 2}))
+        return 130
+    raise ClientError("the exec session ended without an exit code")
+
+
+def register(app: typer.Typer) -> None:
+    no_interspersed = {"allow_interspersed_args": False}
+    app.command(context_settings=no_interspersed)(run)
+    app.command(context_settings=no_interspersed)(exec)
+    for command in (ps, start, stop, rm, logs, inspect, images):
+        app.command()(command)
