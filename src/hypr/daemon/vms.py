@@ -221,10 +221,7 @@ class VmManager:
                 if any(n.network_id == net.id for n in nics):
                     raise InvalidArgument(f"VM joins network {net.name} twice")
                 mac = self._claim_mac(attachment.mac)
-                if attachment.ip is not None:
-                    address = self.ipam.reserve(net.id, _parse_ip(attachment.ip), vm_id)
-                else:
-                    address = self.ipam.allocate(net.id, vm_id)
+                address = self._claim_address(net.id, vm_id, attachment.ip)
                 nics.append(NicRecord(vm_id, idx, net.id, mac, address, None))
             vm = VmRecord(
                 id=vm_id,
@@ -328,7 +325,8 @@ class VmManager:
         return self._locks.setdefault(vm_id, asyncio.Lock())
 
     def _runtime_dir(self, vm_id: str) -> Path:
-        return self.settings.run_dir / "vms" / vm_id
+        # Short, because Unix socket paths inside it must stay under 108 bytes.
+        return self.settings.run_dir / "vms" / vm_id[:16]
 
     def _handle(self, vm: VmRecord) -> VmHandle | None:
         if vm.pid is None:
@@ -369,6 +367,7 @@ class VmManager:
             vcpus=req.vcpus,
             memory_mib=req.memory_mib,
             restart="always" if policy == "unless-stopped" else policy,
+            requested_ips=[attachment.ip for attachment in req.networks],
             max_restarts=int(count) if count else 0,
             dhcp=req.dhcp,
             auto_remove=req.auto_remove,
@@ -397,14 +396,42 @@ class VmManager:
             if not self.rows.mac_taken(mac):
                 return mac
 
+    def _claim_address(self, network_id: str, vm_id: str, requested: str | None) -> IPv4Address:
+        if requested is not None:
+            return self.ipam.reserve(network_id, _parse_ip(requested), vm_id)
+        return self.ipam.allocate(network_id, vm_id)
+
+    def _claim_addresses(self, vm: VmRecord) -> VmRecord:
+        """Give back addresses to NICs that lost theirs in a failed boot."""
+        with self.db.transaction():
+            for nic in vm.nics:
+                if nic.address is None:
+                    requested = (vm.spec.requested_ips + [None] * (nic.idx + 1))[nic.idx]
+                    address = self._claim_address(nic.network_id, vm.id, requested)
+                    self.rows.set_address(vm.id, nic.idx, address)
+        return self.rows.get(vm.id) or vm
+
+    def _release_addresses(self, vm_id: str) -> None:
+        vm = self.rows.get(vm_id)
+        if vm is None:
+            return
+        with self.db.transaction():
+            for nic in vm.nics:
+                if nic.address is not None:
+                    self.ipam.release(nic.network_id, nic.address)
+                    self.rows.set_address(vm_id, nic.idx, None)
+
     async def _boot(self, vm: VmRecord) -> None:
-        """TAPs, hypervisor, agent; on failure everything is released and the VM is exited."""
+        """Addresses, TAPs, hypervisor, agent. If the boot fails, TAPs and addresses are
+        released and the VM is left exited with the reason."""
         image = self.images.get(vm.image)
         accel = await self.accel()
+        vm = self._claim_addresses(vm)
         try:
             nics = await self._create_taps(vm)
         except BaseException:
             await self._release_taps(vm.id)
+            self._release_addresses(vm.id)
             raise
         run_dir = self._runtime_dir(vm.id)
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -434,6 +461,7 @@ class VmManager:
             handle = await self.adapter.create(config)
         except Exception as exc:
             await self._release_taps(vm.id)
+            self._release_addresses(vm.id)
             self.rows.update(vm.id, state="exited", error=str(exc), finished_at=now_rfc3339())
             raise HyprError(f"VM {vm.name} failed to start: {exc}") from exc
         self.rows.update(
@@ -454,6 +482,7 @@ class VmManager:
         booted.cancel()
         with contextlib.suppress(BaseException):
             await booted
+        self._release_addresses(vm.id)
         final = self.rows.get(vm.id)
         reason = final.error if final and final.error else "the VM stopped during boot"
         raise HyprError(f"VM {vm.name} failed to boot: {reason}")
@@ -532,7 +561,8 @@ class VmManager:
             with contextlib.suppress(OSError):
                 candidates += path.read_text(errors="replace").strip().splitlines()[-20:]
         for line in reversed(candidates):
-            if "panic" in line.lower() or "qemu" in line.lower() or "error" in line.lower():
+            lowered = line.lower()
+            if any(word in lowered for word in ("panic", "qemu", "error", "kestrel:")):
                 return line.strip()[:300]
         return "the hypervisor exited before the guest agent was ready"
 

@@ -24,6 +24,8 @@ class VmSpec:
     max_restarts: int = 0
     dhcp: bool = False
     auto_remove: bool = False
+    # The --ip asked for each NIC (None: any), to claim the same one again after a release.
+    requested_ips: list[str | None] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -123,6 +125,13 @@ class VmRepository:
         with self.db.transaction() as conn:
             conn.execute(
                 "UPDATE vm_nics SET tap = ? WHERE vm_id = ? AND idx = ?", (tap, vm_id, idx)
+            )
+
+    def set_address(self, vm_id: str, idx: int, address: IPv4Address | None) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE vm_nics SET address = ? WHERE vm_id = ? AND idx = ?",
+                (int(address) if address else None, vm_id, idx),
             )
 
     def get(self, vm_id: str) -> VmRecord | None:
