@@ -22,6 +22,7 @@ from pathlib import Path
 from pyroute2 import AsyncIPRoute
 
 from hypr.config import Settings
+from hypr.daemon.observers import VmObserver
 from hypr.errors import Conflict, HyprError, InvalidArgument, NotFound
 from hypr.guest.protocol import AgentClient, AgentDisconnected, ExecResult, WorkloadExit
 from hypr.images.store import Image, ImageStore
@@ -117,6 +118,7 @@ class VmManager:
         self._accel: asyncio.Task[Accel] | None = None
         # Exit codes of VMs removed by --rm, so that a client waiting on them learns it.
         self._removed_exit_codes: dict[str, int | None] = {}
+        self.observers: list[VmObserver] = []
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -180,6 +182,9 @@ class VmManager:
                 if owner not in known:
                     log.info("releasing stale address %s on %s", address, net.name)
                     self.ipam.release(net.id, address)
+        adopted = [vm for vm in self.rows.all() if vm.id in self.running]
+        for observer in self.observers:
+            await observer.reconcile(adopted)
 
     # --- queries -------------------------------------------------------------------------
 
@@ -233,6 +238,8 @@ class VmManager:
                 nics=tuple(nics),
             )
             self.rows.add(vm)
+            for observer in self.observers:
+                observer.vm_created(vm, req)
         log.info("created VM %s (%s)", name, vm_id[:12])
         return vm
 
@@ -264,6 +271,8 @@ class VmManager:
                 self.rows.remove(vm.id)
             self.log_path(vm.id).unlink(missing_ok=True)
             shutil.rmtree(self._runtime_dir(vm.id), ignore_errors=True)
+            for observer in self.observers:
+                await observer.vm_removed(vm)
         self._locks.pop(vm.id, None)
         log.info("removed VM %s", vm.name)
         return vm
@@ -429,9 +438,11 @@ class VmManager:
         vm = self._claim_addresses(vm)
         try:
             nics = await self._create_taps(vm)
+            vm = self.rows.get(vm.id) or vm
+            for observer in self.observers:
+                await observer.vm_starting(vm)
         except BaseException:
-            await self._release_taps(vm.id)
-            self._release_addresses(vm.id)
+            await self._undo_boot(vm.id)
             raise
         run_dir = self._runtime_dir(vm.id)
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -460,8 +471,7 @@ class VmManager:
         try:
             handle = await self.adapter.create(config)
         except Exception as exc:
-            await self._release_taps(vm.id)
-            self._release_addresses(vm.id)
+            await self._undo_boot(vm.id)
             self.rows.update(vm.id, state="exited", error=str(exc), finished_at=now_rfc3339())
             raise HyprError(f"VM {vm.name} failed to start: {exc}") from exc
         self.rows.update(
@@ -486,6 +496,16 @@ class VmManager:
         final = self.rows.get(vm.id)
         reason = final.error if final and final.error else "the VM stopped during boot"
         raise HyprError(f"VM {vm.name} failed to boot: {reason}")
+
+    async def _undo_boot(self, vm_id: str) -> None:
+        """Release what a boot that did not happen had taken (observers, TAPs, addresses)."""
+        vm = self.rows.get(vm_id)
+        if vm is not None:
+            for observer in self.observers:
+                with contextlib.suppress(Exception):
+                    await observer.vm_stopped(vm)
+        await self._release_taps(vm_id)
+        self._release_addresses(vm_id)
 
     async def _attach_agent(self, vm_id: str, adopt: bool) -> None:
         """Connect to the guest agent and wait until it reports ready."""
@@ -528,6 +548,8 @@ class VmManager:
         with contextlib.suppress(OSError):
             await self.adapter.delete(running.handle)
         if vm is not None:
+            for observer in self.observers:
+                await observer.vm_stopped(vm)
             await self._release_taps(vm_id)
             self.rows.update(
                 vm_id, state="exited", pid=None, exit_code=exit_code, error=error,

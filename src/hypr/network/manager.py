@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
+from typing import Protocol
 
 from pyroute2 import AsyncIPRoute
 
@@ -46,6 +47,14 @@ class NetworkRequest:
 DetachHook = Callable[[str], Awaitable[None]]
 
 
+class NetworkObserver(Protocol):
+    """A service that follows networks (per-network DNS and DHCP servers)."""
+
+    async def network_added(self, net: NetworkRecord) -> None: ...
+
+    async def network_removed(self, net: NetworkRecord) -> None: ...
+
+
 class NetworkManager:
     """Creates, lists and removes hypr networks."""
 
@@ -59,6 +68,7 @@ class NetworkManager:
         self.repo = NetworkRepository(db)
         self.lock = asyncio.Lock()
         self.detach_hook: DetachHook | None = None
+        self.observers: list[NetworkObserver] = []
 
     # --- queries -------------------------------------------------------------------------
 
@@ -128,6 +138,8 @@ class NetworkManager:
                 is_default=is_default,
             )
             await self._build(net)
+            for observer in self.observers:
+                await observer.network_added(net)
             log.info("created network %s (%s, %s)", net.name, net.subnet, net.bridge)
             return net
 
@@ -144,6 +156,8 @@ class NetworkManager:
                 )
             if attached and self.detach_hook is not None:
                 await self.detach_hook(net.id)
+            for observer in self.observers:
+                await observer.network_removed(net)
             self.firewall.remove_network(net)
             await bridge.remove_bridge(self.ipr, net.bridge)
             self.repo.remove(net.id)

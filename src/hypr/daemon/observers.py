@@ -1,0 +1,32 @@
+"""The services that follow VMs: DNS records, DHCP reservations, port forwards.
+
+The VM manager owns the lifecycle; a service only reacts to it. Each hook runs
+at a fixed point: `vm_created` inside the transaction that claims the VM's name and
+addresses (raise a HyprError to refuse the request, and the whole creation is undone),
+`vm_starting` once the VM's NICs have TAPs and addresses but before the guest boots (so a
+workload finds its name and ports in place), `vm_stopped` when its hypervisor has exited
+(or its boot failed), `vm_removed` after its rows are gone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from hypr.state.vms import VmRecord
+
+if TYPE_CHECKING:
+    from hypr.daemon.vms import RunRequest
+
+
+class VmObserver(Protocol):
+    def vm_created(self, vm: VmRecord, req: RunRequest) -> None: ...
+
+    async def vm_starting(self, vm: VmRecord) -> None: ...
+
+    async def vm_stopped(self, vm: VmRecord) -> None: ...
+
+    async def vm_removed(self, vm: VmRecord) -> None: ...
+
+    async def reconcile(self, running: list[VmRecord]) -> None:
+        """At daemon start, after adoption: make the service match the running VMs."""
+        ...
