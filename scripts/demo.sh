@@ -32,8 +32,23 @@ step $HYPR network create frontend
 step $HYPR network create backend --internal --subnet 10.90.0.0/24
 step $HYPR network ls
 step $HYPR network inspect backend
-step ip netns exec "$NS" ip -br addr show type bridge
+step $HYPR images
+step $HYPR run -d --name web --network frontend busybox httpd -f -v
+step $HYPR run -d --name api --network frontend --network backend busybox sleep 3600
+step $HYPR run -d --name db --network backend --ip 10.90.0.10 busybox sleep 3600
+step $HYPR ps
+step $HYPR exec api -- ip -o -4 addr
+WEB_IP=$($HYPR inspect web | sed -n 's/.*"guest_ip": "\(.*\)".*/\1/p')
+step $HYPR exec api -- ping -c 1 -W 2 "$WEB_IP"
+step $HYPR exec api -- ping -c 1 -W 2 10.90.0.10
+echo "(web and db share no network, so web cannot reach db:)"
+step sh -c "$HYPR exec web -- ping -c 1 -W 2 10.90.0.10 || echo 'unreachable, as it should be'"
+step $HYPR run --rm --network backend busybox sh -c 'echo hello from a VM with its own kernel: $(uname -r)'
+step ip netns exec "$NS" ip -br link show type bridge
 step ip netns exec "$NS" nft list table inet hypr
+step $HYPR stop -t 2 web api db
+step $HYPR ps -a
+step $HYPR rm web api db
 step $HYPR network rm frontend backend
 step $HYPR info
 echo

@@ -67,10 +67,12 @@ def test_isolation_internal_and_masquerade(hyprd: Hyprd, make_netns: Callable[[]
     in_ns(upstream, "ip", "link", "set", "eth0", "up")
 
     a1, a2, b1, sealed = make_netns(), make_netns(), make_netns(), make_netns()
+    sealed2 = make_netns()
     plug(hyprd, a1, "vbr0", "10.88.0.200/16", "10.88.0.1")
     plug(hyprd, a2, "vbr0", "10.88.0.201/16", "10.88.0.1")
     plug(hyprd, b1, "vbr1", "10.89.0.200/24", "10.89.0.1")
     plug(hyprd, sealed, "vbr2", "10.90.0.200/24", "10.90.0.1")
+    plug(hyprd, sealed2, "vbr2", "10.90.0.201/24", "10.90.0.1")
 
     # same network: reachable
     assert reaches(a1, "10.88.0.201")
@@ -80,7 +82,8 @@ def test_isolation_internal_and_masquerade(hyprd: Hyprd, make_netns: Callable[[]
     # normal networks reach upstream through the masquerade
     assert reaches(a1, "192.0.2.2")
     assert reaches(b1, "192.0.2.2")
-    # an internal network has no path out, nor to other networks
+    # an internal network has no path out, nor to other networks, but works inside
+    assert reaches(sealed, "10.90.0.201")
     assert not reaches(sealed, "192.0.2.2")
     assert not reaches(sealed, "10.88.0.200")
     assert not reaches(a1, "10.90.0.200")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from hypr import __version__
-from hypr.api import networks, system, vms
+from hypr.api import networks, stacks, system, vms
 from hypr.api.errors import install_error_handlers
 from hypr.daemon.service import Daemon
 
@@ -17,4 +17,5 @@ def create_app(daemon: Daemon) -> FastAPI:
     app.include_router(system.router)
     app.include_router(networks.router)
     app.include_router(vms.router)
+    app.include_router(stacks.router)
     return app

@@ -187,3 +187,21 @@ class ImageView(BaseModel):
     size: int
     entrypoint: list[str]
     cmd: list[str]
+
+
+class StackUpRequest(HyprModel):
+    document: dict[str, Any]
+    remove_orphans: bool = False
+
+
+class StackDownRequest(HyprModel):
+    # The services of the compose file; None (no file at hand) removes every VM of the stack.
+    services: list[str] | None = None
+    remove_orphans: bool = False
+
+
+class StackView(BaseModel):
+    name: str
+    status: str
+    services: dict[str, dict[str, Any]]
+    networks: list[str]

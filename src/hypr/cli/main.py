@@ -7,9 +7,10 @@ import sys
 import typer
 
 from hypr import __version__
-from hypr.cli import networks, vms
+from hypr.cli import compose, networks, vms
 from hypr.cli.client import ClientError
 from hypr.cli.context import api
+from hypr.errors import HyprError
 
 app = typer.Typer(
     help="hypr: microVMs with Docker-compatible networking.",
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.add_typer(networks.app, name="network")
 vms.register(app)
+app.add_typer(compose.app, name="compose")
 
 
 @app.command()
@@ -58,7 +60,7 @@ def main() -> None:
         # Without standalone mode, click returns the code of a typer.Exit instead of exiting.
         result = app(standalone_mode=False)
         sys.exit(result if isinstance(result, int) else 0)
-    except ClientError as exc:
+    except (ClientError, HyprError) as exc:
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(1)
     except typer.Exit as exc:

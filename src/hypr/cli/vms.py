@@ -91,7 +91,7 @@ def run(
     if detach:
         typer.echo(vm["id"])
         return
-    _copy_logs(vm["id"], follow=True)
+    copy_logs(vm["id"], follow=True)
     code = client.post(f"/vms/{vm['id']}/wait")["exit_code"]
     raise typer.Exit(code if code is not None else 1)
 
@@ -103,10 +103,17 @@ def _strip_separator(command: list[str] | None) -> list[str] | None:
     return command
 
 
-def _copy_logs(ref: str, follow: bool) -> None:
+def copy_logs(ref: str, follow: bool, prefix: bytes = b"") -> None:
+    """Copy a VM's console to stdout, each line behind `prefix` if one is given."""
     with api().stream("GET", f"/vms/{ref}/logs", params={"follow": follow}) as response:
-        for chunk in response.iter_bytes():
-            sys.stdout.buffer.write(chunk)
+        lines = response.iter_lines() if prefix else None
+        if lines is None:
+            for chunk in response.iter_bytes():
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+            return
+        for line in lines:
+            sys.stdout.buffer.write(prefix + line.encode() + b"\n")
             sys.stdout.buffer.flush()
 
 
@@ -190,7 +197,7 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow the output")] = False,
 ) -> None:
     """Show a VM's console output."""
-    _copy_logs(vm, follow)
+    copy_logs(vm, follow)
 
 
 def inspect(vms: Annotated[list[str], typer.Argument(help="Names or ids")]) -> None:
@@ -220,8 +227,15 @@ def exec(
     command = _strip_separator(command) or []
     if not command:
         raise typer.BadParameter("missing command to run in the VM")
+    raise typer.Exit(run_exec(vm, command, interactive, env or [], workdir))
+
+
+def run_exec(
+    vm: str, command: list[str], interactive: bool, env: list[str], workdir: str | None
+) -> int:
+    """Relay one exec session over the API's WebSocket; return the command's exit code."""
     client = api()
-    start = {"command": command, "env": env or [], "workdir": workdir, "interactive": interactive}
+    start = {"command": command, "env": env, "workdir": workdir, "interactive": interactive}
     try:
         ws = unix_connect(str(client.socket_path), f"ws://hypr/vms/{vm}/exec/ws")
     except OSError:
@@ -232,8 +246,7 @@ def exec(
         ws.send(json.dumps(start))
         if interactive:
             threading.Thread(target=_relay_stdin, args=(ws,), daemon=True).start()
-        code = _relay_output(ws)
-    raise typer.Exit(code)
+        return _relay_output(ws)
 
 
 def _relay_stdin(ws: Any) -> None:

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 from pyroute2 import AsyncIPRoute
 
+from hypr.compose.stack import StackManager
 from hypr.config import Settings
 from hypr.daemon.vms import VmManager
 from hypr.images.store import ImageStore
@@ -43,6 +44,7 @@ class Daemon:
             settings, self.db, self.ipr, self.networks, self.ipam, self.images, QemuAdapter()
         )
         self.networks.detach_hook = self.vms.detach_network
+        self.stacks = StackManager(self.vms, self.networks)
 
     async def start(self) -> None:
         """Reconcile the kernel with the database before serving any request."""

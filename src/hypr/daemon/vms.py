@@ -53,6 +53,7 @@ class NetworkAttachment:
     network: str
     ip: str | None = None
     mac: str | None = None
+    aliases: list[str] = field(default_factory=list)  # extra DNS names on this network
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class RunRequest:
     dhcp: bool = False
     auto_remove: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    hostname: str | None = None  # defaults to the VM's name
 
 
 @dataclass
@@ -377,6 +379,8 @@ class VmManager:
             memory_mib=req.memory_mib,
             restart="always" if policy == "unless-stopped" else policy,
             requested_ips=[attachment.ip for attachment in req.networks],
+            aliases=[list(attachment.aliases) for attachment in req.networks],
+            hostname=check_vm_name(req.hostname) if req.hostname else None,
             max_restarts=int(count) if count else 0,
             dhcp=req.dhcp,
             auto_remove=req.auto_remove,
@@ -449,7 +453,7 @@ class VmManager:
         run_dir.mkdir(parents=True)
         config = VmConfig(
             vm_id=vm.id,
-            hostname=vm.name,
+            hostname=vm.spec.hostname or vm.name,
             vcpus=vm.spec.vcpus,
             memory_mib=vm.spec.memory_mib,
             kernel=self.kernel,

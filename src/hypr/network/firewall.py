@@ -19,6 +19,7 @@ from hypr.state.networks import NetworkRecord
 TABLE = "inet hypr"
 
 # Forward policy, in order:
+#   * traffic within one network passes (it reaches this hook when br_netfilter is loaded);
 #   * --internal networks have no path in or out at all;
 #   * traffic between two different hypr bridges is dropped (network isolation);
 #   * from outside, only replies and published (DNAT-ed) ports may enter a network.
@@ -31,9 +32,9 @@ _TABLE_BODY = """
 
     chain forward {
         type filter hook forward priority filter; policy accept;
+        iifname . oifname @bridge_pairs accept
         iifname @internal_bridges drop
         oifname @internal_bridges drop
-        iifname . oifname @bridge_pairs accept
         iifname @bridges oifname @bridges drop
         oifname @bridges ct state established,related accept
         oifname @bridges ct status dnat accept

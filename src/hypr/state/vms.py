@@ -26,6 +26,9 @@ class VmSpec:
     auto_remove: bool = False
     # The --ip asked for each NIC (None: any), to claim the same one again after a release.
     requested_ips: list[str | None] = field(default_factory=list)
+    # Extra DNS names of each NIC (compose service names and aliases).
+    aliases: list[list[str]] = field(default_factory=list)
+    hostname: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:

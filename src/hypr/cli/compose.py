@@ -1,0 +1,193 @@
+"""`hypr compose`: Docker Compose files brought up as microVMs by the daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from hypr.cli.client import ClientError
+from hypr.cli.context import api
+from hypr.cli.output import print_table
+from hypr.cli.vms import copy_logs, run_exec, status_text
+from hypr.compose.project import find_compose_file, load_project, project_name, read_document
+from hypr.errors import HyprError
+
+app = typer.Typer(help="Run multi-VM stacks from compose files.", no_args_is_help=True)
+
+
+class Target:
+    """The compose file and project name chosen by -f and -p."""
+
+    file: str | None = None
+    project: str | None = None
+
+    def document(self) -> tuple[str, dict[str, Any]]:
+        path = find_compose_file(self.file, Path.cwd())
+        document = read_document(path, dict(os.environ))
+        return project_name(self.project, document, path.parent), document
+
+    def name(self) -> str:
+        """The project name; with -p no file is needed (e.g. `ps -p NAME`)."""
+        if self.project:
+            return project_name(self.project, {}, Path.cwd())
+        return self.document()[0]
+
+
+target = Target()
+
+
+@app.callback()
+def options(
+    file: Annotated[str | None, typer.Option("--file", "-f", help="Compose file")] = None,
+    project: Annotated[str | None, typer.Option("--project-name", "-p")] = None,
+) -> None:
+    target.file, target.project = file, project
+
+
+def _print_event(event: dict[str, Any]) -> bool:
+    """Show one progress event; return False on an error."""
+    if "warning" in event:
+        typer.echo(f"WARN: {event['warning']}", err=True)
+    elif "error" in event:
+        typer.echo(f"Error: {event['error']}", err=True)
+        if event.get("rolling_back"):
+            typer.echo(f"rolled back: {', '.join(event['rolling_back'])}", err=True)
+        return False
+    elif "network" in event:
+        typer.echo(f" Network {event['network']:<30} {event['status']}")
+    elif "vm" in event:
+        typer.echo(f" VM {event['vm']:<35} {event['status']}")
+    return True
+
+
+def _stream(path: str, body: dict[str, Any]) -> bool:
+    ok = True
+    with api().stream("POST", path, json=body, timeout=None) as response:
+        for line in response.iter_lines():
+            if line.strip():
+                ok = _print_event(json.loads(line)) and ok
+    return ok
+
+
+@app.command()
+def config() -> None:
+    """Validate the file and print it normalised."""
+    name, document = target.document()
+    project = load_project(document, name)
+    for warning in project.warnings:
+        typer.echo(f"WARN: {warning}", err=True)
+    typer.echo(yaml.safe_dump(project.to_dict(), sort_keys=False), nl=False)
+
+
+@app.command()
+def up(
+    detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
+    remove_orphans: Annotated[bool, typer.Option("--remove-orphans")] = False,
+) -> None:
+    """Create networks and start services in dependency order."""
+    name, document = target.document()
+    if not _stream(f"/stacks/{name}/up", {"document": document, "remove_orphans": remove_orphans}):
+        raise typer.Exit(1)
+    if detach:
+        return
+    try:
+        _follow_logs(name, None)
+    except KeyboardInterrupt:
+        typer.echo("Gracefully stopping... (press Ctrl+C again to force)")
+        for vm in api().get(f"/stacks/{name}")["services"].values():
+            api().post(f"/vms/{vm['id']}/stop")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def down(
+    remove_orphans: Annotated[bool, typer.Option("--remove-orphans")] = False,
+    volumes: Annotated[
+        bool, typer.Option("--volumes", "-v", help="No-op: hypr has no volumes yet")
+    ] = False,
+) -> None:
+    """Stop and remove the stack's VMs, then its networks."""
+    try:
+        name, document = target.document()
+        services: list[str] | None = list(document.get("services") or {})
+    except HyprError:
+        if not target.project:
+            raise
+        name, services = target.name(), None  # no file: remove the whole stack
+    if not _stream(
+        f"/stacks/{name}/down", {"services": services, "remove_orphans": remove_orphans}
+    ):
+        raise typer.Exit(1)
+
+
+@app.command()
+def ps() -> None:
+    """List the stack's VMs."""
+    stack = api().get(f"/stacks/{target.name()}")
+    rows = []
+    for service, vm in stack["services"].items():
+        status = status_text(vm) + (f" ({vm['health']})" if vm.get("health") else "")
+        rows.append(
+            [
+                vm["name"],
+                service,
+                status,
+                vm["guest_ip"] or "",
+                ", ".join(vm.get("port_bindings", [])),
+            ]
+        )
+    print_table(["NAME", "SERVICE", "STATUS", "IP", "PORTS"], rows)
+
+
+@app.command()
+def logs(
+    service: Annotated[str | None, typer.Argument()] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+) -> None:
+    """Show the console output of the stack's services."""
+    _follow_logs(target.name(), service, follow)
+
+
+def _follow_logs(name: str, service: str | None, follow: bool = True) -> None:
+    stack = api().get(f"/stacks/{name}")
+    vms = {s: vm for s, vm in stack["services"].items() if service in (None, s)}
+    if service is not None and not vms:
+        raise ClientError(f"no such service: {service}")
+    width = max((len(vm["name"]) for vm in vms.values()), default=0)
+    threads = [
+        threading.Thread(
+            target=copy_logs,
+            args=(vm["id"], follow, f"{vm['name']:<{width}}  | ".encode()),
+            daemon=True,
+        )
+        for vm in vms.values()
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.2)
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def exec(
+    service: str,
+    command: Annotated[list[str], typer.Argument(help="Command and arguments")],
+    interactive: Annotated[bool, typer.Option("--interactive", "-i")] = False,
+) -> None:
+    """Run a command in a service's VM."""
+    if command and command[0] == "--":
+        command = command[1:]
+    stack = api().get(f"/stacks/{target.name()}")
+    vm = stack["services"].get(service)
+    if vm is None:
+        raise ClientError(f"no such service: {service}")
+    sys.stdout.flush()
+    raise typer.Exit(run_exec(vm["name"], command, interactive, [], None))

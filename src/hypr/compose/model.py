@@ -1,0 +1,308 @@
+"""Typed models of the compose-spec keys hypr supports, normalised on the way in.
+
+Every variant syntax (short and long port syntax, list and map environment, list and map
+networks and depends_on) is turned into one canonical form by a validator, so the rest of
+hypr sees a single shape. Keys hypr does not know are kept aside and reported as warnings
+that name them; keys that cannot be honoured safely are errors.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from hypr.compose.ports import PortMapping, parse_port
+
+Condition = Literal["service_started", "service_healthy", "service_completed_successfully"]
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
+_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmg]?)b?$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1 / 2**20, "b": 1 / 2**20, "k": 1 / 1024, "m": 1.0, "g": 1024.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Compose durations (`1m30s`, `500ms`, `10`) to seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    if not text:
+        raise ValueError("empty duration")
+    pos, total = 0, 0.0
+    while pos < len(text):
+        match = _DURATION.match(text, pos)
+        if match is None:
+            raise ValueError(f"invalid duration {text!r} (e.g. 30s, 1m30s, 500ms)")
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    return total
+
+
+def parse_memory_mib(value: Any) -> int:
+    """Compose sizes (`256m`, `1g`, `268435456`) to MiB."""
+    match = _SIZE.match(str(value).strip())
+    if match is None:
+        raise ValueError(f"invalid size {value!r} (e.g. 256m, 1g)")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+class ComposeModel(BaseModel):
+    """Unknown keys are allowed here and collected as warnings by `unknown_keys`."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class Healthcheck(ComposeModel):
+    test: list[str] = Field(default_factory=list)
+    interval: float = 30.0
+    timeout: float = 30.0
+    retries: int = 3
+    start_period: float = 0.0
+    start_interval: float = 5.0
+    disable: bool = False
+
+    @field_validator("test", mode="before")
+    @classmethod
+    def _test(cls, value: Any) -> list[str]:
+        if isinstance(value, str):
+            return ["CMD-SHELL", value]
+        if not isinstance(value, list) or not value:
+            raise ValueError("test must be a string or a non-empty list")
+        if value[0] not in ("CMD", "CMD-SHELL", "NONE"):
+            raise ValueError("a test list must start with CMD, CMD-SHELL or NONE")
+        return [str(v) for v in value]
+
+    @field_validator("interval", "timeout", "start_period", "start_interval", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> float:
+        return parse_duration(value)
+
+    @property
+    def enabled(self) -> bool:
+        return not self.disable and bool(self.test) and self.test[0] != "NONE"
+
+    def argv(self) -> list[str]:
+        """The command to exec in the guest."""
+        kind, *rest = self.test
+        return ["/bin/sh", "-c", rest[0]] if kind == "CMD-SHELL" else rest
+
+
+class ServiceNetwork(ComposeModel):
+    aliases: list[str] = Field(default_factory=list)
+    ipv4_address: str | None = None
+
+
+class Dependency(ComposeModel):
+    condition: Condition = "service_started"
+    required: bool = True
+    restart: bool = False
+
+
+class ResourceLimits(ComposeModel):
+    cpus: float | None = None
+    memory: int | None = None
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> int | None:
+        return None if value is None else parse_memory_mib(value)
+
+
+class Resources(ComposeModel):
+    limits: ResourceLimits = Field(default_factory=ResourceLimits)
+
+
+class Deploy(ComposeModel):
+    resources: Resources = Field(default_factory=Resources)
+
+
+class EnvFile(ComposeModel):
+    path: str
+    required: bool = True
+
+
+class Service(ComposeModel):
+    image: str
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    environment: dict[str, str | None] = Field(default_factory=dict)
+    env_file: list[EnvFile] = Field(default_factory=list)
+    ports: list[Annotated[PortMapping, BeforeValidator(parse_port)]] = Field(default_factory=list)
+    networks: dict[str, ServiceNetwork] = Field(default_factory=dict)
+    depends_on: dict[str, Dependency] = Field(default_factory=dict)
+    healthcheck: Healthcheck | None = None
+    restart: str = "no"
+    hostname: str | None = None
+    cpus: float | None = None
+    mem_limit: int | None = None
+    deploy: Deploy = Field(default_factory=Deploy)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("command", "entrypoint", mode="before")
+    @classmethod
+    def _argv(cls, value: Any) -> list[str] | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return shlex.split(value)
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        raise ValueError("expected a string or a list of strings")
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _environment(cls, value: Any) -> dict[str, str | None]:
+        if isinstance(value, list):
+            result: dict[str, str | None] = {}
+            for item in value:
+                key, sep, val = str(item).partition("=")
+                result[key] = val if sep else None
+            return result
+        if isinstance(value, dict):
+            return {str(k): None if v is None else _scalar(v) for k, v in value.items()}
+        raise ValueError("expected a list of KEY=VALUE or a mapping")
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> dict[str, str]:
+        if isinstance(value, list):
+            return {k: v for k, _, v in (str(item).partition("=") for item in value)}
+        if isinstance(value, dict):
+            return {str(k): _scalar(v) for k, v in value.items()}
+        raise ValueError("expected a list of key=value or a mapping")
+
+    @field_validator("env_file", mode="before")
+    @classmethod
+    def _env_file(cls, value: Any) -> list[Any]:
+        return [value] if isinstance(value, str | dict) else value
+
+    @field_validator("env_file", mode="before")
+    @classmethod
+    def _env_file_items(cls, value: Any) -> list[Any]:
+        return [{"path": item} if isinstance(item, str) else item for item in value]
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _ports(cls, value: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise ValueError("expected a list")
+        return value
+
+    @field_validator("networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> dict[str, Any]:
+        if isinstance(value, list):
+            return {str(name): {} for name in value}
+        if isinstance(value, dict):
+            return {str(k): v or {} for k, v in value.items()}
+        raise ValueError("expected a list of network names or a mapping")
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _depends_on(cls, value: Any) -> dict[str, Any]:
+        if isinstance(value, list):
+            return {str(name): {} for name in value}
+        if isinstance(value, dict):
+            return {str(k): v or {} for k, v in value.items()}
+        raise ValueError("expected a list of service names or a mapping")
+
+    @field_validator("mem_limit", mode="before")
+    @classmethod
+    def _mem_limit(cls, value: Any) -> int | None:
+        return None if value is None else parse_memory_mib(value)
+
+    @field_validator("restart", mode="before")
+    @classmethod
+    def _restart(cls, value: Any) -> str:
+        text = "no" if value is False else str(value)
+        policy, _, count = text.partition(":")
+        if policy not in ("no", "always", "on-failure", "unless-stopped") or (
+            count and (policy != "on-failure" or not count.isdigit())
+        ):
+            raise ValueError(f"invalid restart policy {text!r}")
+        return text
+
+
+class IpamPool(ComposeModel):
+    subnet: str | None = None
+    gateway: str | None = None
+
+
+class Ipam(ComposeModel):
+    driver: str | None = None
+    config: list[IpamPool] = Field(default_factory=list)
+
+
+class Network(ComposeModel):
+    driver: str = "bridge"
+    internal: bool = False
+    ipam: Ipam = Field(default_factory=Ipam)
+    external: bool = False
+    name: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("driver")
+    @classmethod
+    def _driver(cls, value: str) -> str:
+        if value != "bridge":
+            raise ValueError(f"network driver {value!r} is not supported (use bridge)")
+        return value
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> dict[str, str]:
+        return Service._labels(value)
+
+    @model_validator(mode="after")
+    def _one_pool(self) -> Network:
+        if len(self.ipam.config) > 1:
+            raise ValueError("only one ipam config entry per network is supported")
+        return self
+
+
+class ComposeFile(ComposeModel):
+    name: str | None = None
+    services: dict[str, Service]
+    networks: dict[str, Network] = Field(default_factory=dict)
+
+    @field_validator("networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        return {str(k): v or {} for k, v in value.items()}
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def unknown_keys(model: BaseModel, path: str = "") -> list[str]:
+    """Paths of every key that a model kept aside because hypr does not support it."""
+    found = [f"{path}.{key}" if path else key for key in (model.model_extra or {})]
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        where = f"{path}.{name}" if path else name
+        items: list[tuple[str, Any]] = []
+        if isinstance(value, BaseModel):
+            items = [(where, value)]
+        elif isinstance(value, dict):
+            items = [(f"{where}.{k}", v) for k, v in value.items()]
+        elif isinstance(value, list):
+            items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+        for sub_path, item in items:
+            if isinstance(item, BaseModel):
+                found += unknown_keys(item, sub_path)
+    return found
