@@ -1,0 +1,338 @@
+"""QEMU `microvm` adapter: virtio-mmio devices, no firmware, no PCI.
+
+The rootfs is a read-only virtio-blk disk, each NIC a virtio-net device on a TAP the daemon
+created, and the agent channel a virtio-serial port on a Unix socket that QEMU serves
+(server=on,wait=off) so the daemon can connect, leave and come back at any time. QEMU runs in
+its own session so it outlives hyprd; `wait()` uses a pidfd, so it works for a VM adopted
+after a daemon restart as well as for our own children.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import functools
+import logging
+import mmap
+import os
+import platform
+import re
+import signal
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hypr.guest.spec import BASE_CMDLINE, FAST_CMDLINE, kernel_cmdline, spec_cpio, tcg_cmdline
+from hypr.vmm.adapter import Accel, CommandSpec, VmConfig, VmHandle
+
+log = logging.getLogger(__name__)
+
+AGENT_SOCKET = "agent.sock"
+INITRD = "initrd.cpio"
+QEMU_STDERR = "qemu.stderr"
+PROBE_MARKER = b"kestrel: probe ok"
+STOP_TERM_GRACE = 3.0
+
+
+# rdtsc; shl rdx, 32; or rax, rdx; ret
+_RDTSC_CODE = bytes([0x0F, 0x31, 0x48, 0xC1, 0xE2, 0x20, 0x48, 0x09, 0xD0, 0xC3])
+
+
+@functools.cache
+def host_tsc_khz() -> int | None:
+    """The host's TSC rate in kHz (measured once per process), or None if unknown.
+
+    Under TCG the guest's RDTSC returns the host's TSC, and the guest kernel, which cannot
+    calibrate it reliably under emulation, must be told its rate (`tsc_early_khz`). Linux
+    does not publish the rate, and /proc/cpuinfo's "cpu MHz" is the current core clock on
+    most hardware, so measure RDTSC against CLOCK_MONOTONIC.
+    """
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    try:
+        page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    except OSError:  # W^X policy: fall back to what the kernel reports
+        return _cpuinfo_khz()
+    try:
+        page.write(_RDTSC_CODE)
+        cell = ctypes.c_char.from_buffer(page)
+        try:
+            return _measure_tsc_khz(ctypes.CFUNCTYPE(ctypes.c_uint64)(ctypes.addressof(cell)))
+        finally:
+            del cell  # release the buffer export so the page can be unmapped
+    finally:
+        page.close()
+
+
+def _measure_tsc_khz(rdtsc: Callable[[], int]) -> int:
+    def sample() -> tuple[int, int]:
+        # Bracket the TSC read with clock reads so the call overhead cancels out.
+        before = time.perf_counter_ns()
+        tsc = rdtsc()
+        return tsc, (before + time.perf_counter_ns()) // 2
+
+    sample()  # the first foreign call is slow
+    rates = []
+    for _ in range(3):
+        c0, t0 = sample()
+        time.sleep(0.03)
+        c1, t1 = sample()
+        rates.append((c1 - c0) * 1_000_000 // (t1 - t0))
+    return int(statistics.median(rates))
+
+
+def _cpuinfo_khz() -> int | None:
+    try:
+        match = re.search(r"^cpu MHz\s*:\s*([0-9.]+)", Path("/proc/cpuinfo").read_text(), re.M)
+    except OSError:
+        return None
+    return int(float(match.group(1)) * 1000) if match else None
+
+
+def _machine(accel: Accel) -> list[str]:
+    # PIT/PIC/RTC keep the kernel's timer calibration finite under TCG; harmless with KVM.
+    argv = ["-M", f"microvm,accel={accel},pit=on,pic=on,rtc=on"]
+    if accel == "kvm":
+        argv += ["-cpu", "host"]
+    return argv
+
+
+class QemuAdapter:
+    """Boots VMs with `qemu-system-x86_64 -M microvm`."""
+
+    name = "qemu"
+
+    def __init__(self, binary: str = "qemu-system-x86_64") -> None:
+        self.binary = binary
+        self._children: set[int] = set()  # pids we spawned and must reap
+
+    def build_command(self, config: VmConfig) -> CommandSpec:
+        """The argv and the per-VM initrd (shared initramfs + the workload spec archive)."""
+        run = config.runtime_dir
+        initrd = run / INITRD
+        argv = [
+            self.binary,
+            # Named vCPU threads tell `create` that QEMU got through its setup.
+            "-name", f"hypr-{config.vm_id},debug-threads=on",
+            *_machine(config.accel),
+            "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+            "-smp", str(config.vcpus),
+            "-m", str(config.memory_mib),
+            "-kernel", str(config.kernel),
+            "-initrd", str(initrd),
+            "-append", kernel_cmdline(config, host_tsc_khz()),
+            "-chardev", f"file,id=console,path={config.console_log},append=on",
+            "-serial", "chardev:console",
+            "-drive", f"id=rootfs,file={config.rootfs},format=raw,if=none,readonly=on",
+            "-device", "virtio-blk-device,drive=rootfs",
+        ]  # fmt: skip
+        for index, nic in enumerate(config.nics):
+            argv += [
+                "-netdev", f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no",
+                "-device", f"virtio-net-device,netdev=net{index},mac={nic.mac}",
+            ]  # fmt: skip
+        argv += [
+            "-device", "virtio-serial-device",
+            "-chardev", f"socket,id=agent,path={run / AGENT_SOCKET},server=on,wait=off",
+            "-device", "virtserialport,chardev=agent,name=hypr.agent",
+        ]  # fmt: skip
+        initramfs = config.initramfs.read_bytes()
+        return CommandSpec(argv=argv, files={initrd: initramfs + spec_cpio(config.workload)})
+
+    async def create(self, config: VmConfig) -> VmHandle:
+        """Write the per-VM files, spawn QEMU, return once it runs: the agent socket exists
+        and the vCPU threads too (created after the kernel is loaded and the backends are
+        open, so most configuration errors surface here)."""
+        spec = self.build_command(config)
+        config.runtime_dir.mkdir(parents=True, exist_ok=True)
+        sock = config.runtime_dir / AGENT_SOCKET
+        sock.unlink(missing_ok=True)
+        for path, data in spec.files.items():
+            path.write_bytes(data)
+        config.console_log.parent.mkdir(parents=True, exist_ok=True)
+        stderr_path = config.runtime_dir / QEMU_STDERR
+        pid = os.posix_spawnp(
+            spec.argv[0],
+            spec.argv,
+            dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 2, str(stderr_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                 0o644),
+            ],
+            setsid=True,  # QEMU must survive hyprd's restarts and its terminal's signals
+        )  # fmt: skip
+        self._children.add(pid)
+        handle = VmHandle(
+            vm_id=config.vm_id, pid=pid, runtime_dir=config.runtime_dir, agent_socket=sock
+        )
+        deadline = time.monotonic() + 10.0
+        while not (sock.exists() and _has_vcpu_thread(pid)):
+            if self._reap(pid) or time.monotonic() > deadline:
+                await self.kill(handle)
+                detail = stderr_path.read_text(errors="replace").strip() or "no output"
+                raise RuntimeError(f"QEMU for VM {config.vm_id} failed to start: {detail}")
+            await asyncio.sleep(0.01)
+        return handle
+
+    async def stop(self, handle: VmHandle, timeout: float) -> None:
+        """Wait `timeout` s for the guest's own power-off, then SIGTERM, then SIGKILL."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wait(handle), timeout)
+            return
+        log.info("VM %s did not power off within %.1fs, sending SIGTERM", handle.vm_id, timeout)
+        self._signal(handle, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wait(handle), STOP_TERM_GRACE)
+            return
+        log.warning("VM %s ignored SIGTERM, killing it", handle.vm_id)
+        await self.kill(handle)
+
+    async def kill(self, handle: VmHandle) -> None:
+        """SIGKILL QEMU and wait until it is gone."""
+        self._signal(handle, signal.SIGKILL)
+        await self.wait(handle)
+
+    async def wait(self, handle: VmHandle) -> None:
+        """Return once QEMU has exited; reaps it when it is our child."""
+        try:
+            pidfd = os.pidfd_open(handle.pid)
+        except ProcessLookupError:
+            self._reap(handle.pid)
+            return
+        loop = asyncio.get_running_loop()
+        exited = loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(pidfd, readable)
+        try:
+            if not self._reap(handle.pid):
+                await exited
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+        self._reap(handle.pid)
+
+    def is_alive(self, handle: VmHandle) -> bool:
+        """True if handle.pid is a live process whose command line names this VM."""
+        try:
+            cmdline = Path(f"/proc/{handle.pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        name = f"hypr-{handle.vm_id}".encode()
+        return any(a == name or a.startswith(name + b",") for a in cmdline.split(b"\0"))
+
+    async def delete(self, handle: VmHandle) -> None:
+        """Remove the files `create` put into the runtime dir (and the dir, if now empty)."""
+        if self.is_alive(handle):
+            raise RuntimeError(f"VM {handle.vm_id} is still running")
+        for name in (AGENT_SOCKET, INITRD, QEMU_STDERR):
+            (handle.runtime_dir / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            handle.runtime_dir.rmdir()
+
+    def _signal(self, handle: VmHandle, sig: signal.Signals) -> None:
+        if not self.is_alive(handle):
+            return  # gone, or the pid now belongs to someone else
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(handle.pid, sig)
+
+    def _reap(self, pid: int) -> bool:
+        """If `pid` is our child and has exited, reap it. True once it is known to be gone."""
+        if pid not in self._children:
+            return not Path(f"/proc/{pid}").exists()
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            self._children.discard(pid)
+            return True
+        return False
+
+
+def _has_vcpu_thread(pid: int) -> bool:
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return False
+    for task in tasks:
+        with contextlib.suppress(OSError):
+            if (task / "comm").read_text().startswith("CPU "):
+                return True
+    return False
+
+
+async def probe_boot(
+    accel: Accel,
+    kernel: Path,
+    initramfs: Path,
+    binary: str = "qemu-system-x86_64",
+    timeout: float = 5.0,
+) -> tuple[float | None, str]:
+    """Boot kernel+initramfs with `hypr.probe=1` (the agent prints a marker and powers off at
+    once). Returns (seconds taken, "") on success, or (None, why not)."""
+    cmdline = f"{BASE_CMDLINE} {FAST_CMDLINE} hypr.probe=1"
+    if accel == "tcg":
+        cmdline += f" {tcg_cmdline(host_tsc_khz())}"
+    argv = [
+        binary, *_machine(accel),
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-m", "128", "-kernel", str(kernel), "-initrd", str(initramfs),
+        "-append", cmdline, "-serial", "stdio",
+    ]  # fmt: skip
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        return None, f"no power-off within {timeout:.1f}s"
+    finally:
+        if proc.returncode is None:  # the hung probe must not outlive us
+            proc.kill()
+            await proc.wait()
+    if PROBE_MARKER in out:
+        return time.monotonic() - started, ""
+    lines = err.decode(errors="replace").strip().splitlines()
+    return None, lines[-1] if lines else "the agent's marker never appeared"
+
+
+async def probe_accel(
+    kernel: Path, initramfs: Path, binary: str = "qemu-system-x86_64", timeout: float = 5.0
+) -> Accel:
+    """ "kvm" if /dev/kvm exists and a probe boot under KVM reaches the agent within `timeout`
+    seconds; "tcg" otherwise (a nested KVM may accept the VM yet never boot it)."""
+    if not os.path.exists("/dev/kvm"):
+        log.info("accel: no /dev/kvm, using tcg")
+        return "tcg"
+    took, why = await probe_boot("kvm", kernel, initramfs, binary, timeout)
+    if took is None:
+        log.info("accel: KVM probe boot failed (%s), using tcg", why)
+        return "tcg"
+    log.info("accel: KVM probe booted in %.2fs, using kvm", took)
+    return "kvm"
+
+
+async def resolve_accel(
+    setting: str, kernel: Path, initramfs: Path, binary: str = "qemu-system-x86_64"
+) -> Accel:
+    """Turn the `auto|kvm|tcg` setting into the accelerator to use (probing for auto)."""
+    if setting == "kvm":
+        return "kvm"
+    if setting == "tcg":
+        return "tcg"
+    if setting == "auto":
+        return await probe_accel(kernel, initramfs, binary)
+    raise ValueError(f"accel must be auto, kvm or tcg, not {setting!r}")

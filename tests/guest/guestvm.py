@@ -1,0 +1,158 @@
+"""Helpers for tests that boot real microVMs (imported by conftest.py and the VM tests).
+
+Every bridge, TAP and DHCP server lives in a namespace created here and deleted at the end;
+QEMU runs inside it through `ip netns exec` (a wrapper script passed as the QEMU binary).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import uuid
+from dataclasses import dataclass
+from ipaddress import IPv4Interface
+from pathlib import Path
+
+from hypr.guest.build import preferred_kernel
+from hypr.vmm.adapter import NicConfig, VmConfig, VmHandle, WorkloadSpec
+from hypr.vmm.qemu import QemuAdapter
+
+BRIDGE_ADDR = IPv4Interface("10.99.0.1/24")
+
+
+def vm_support_missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, TAP devices)"
+    for tool in ("qemu-system-x86_64", "musl-gcc", "mksquashfs", "ip", "apt-get"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed"
+    if not os.path.exists("/dev/net/tun"):
+        return "no /dev/net/tun"
+    return None
+
+
+class Netns:
+    """A network namespace with bridge br0 (10.99.0.1/24) for the VMs' TAPs."""
+
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
+        self.workdir = workdir
+        self.qemu = workdir / "qemu-in-netns"
+        self._taps = 0
+
+    def ip(self, *args: str) -> str:
+        return self.run("ip", *args)
+
+    def run(self, *argv: str) -> str:
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.name, *argv], capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} in {self.name}: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def setup(self) -> None:
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        self.ip("link", "set", "lo", "up")
+        self.ip("link", "add", "br0", "type", "bridge")
+        self.ip("addr", "add", str(BRIDGE_ADDR), "dev", "br0")
+        self.ip("link", "set", "br0", "up")
+        self.qemu.write_text(f'#!/bin/sh\nexec ip netns exec {self.name} qemu-system-x86_64 "$@"\n')
+        self.qemu.chmod(0o755)
+
+    def add_tap(self) -> str:
+        name = f"tap{self._taps}"
+        self._taps += 1
+        self.ip("tuntap", "add", "dev", name, "mode", "tap")
+        self.ip("link", "set", name, "master", "br0", "up")
+        return name
+
+    def teardown(self) -> None:
+        # Everything still running in the namespace was started by these tests.
+        pids = subprocess.run(
+            ["ip", "netns", "pids", self.name], capture_output=True, text=True, check=False
+        ).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", self.name], check=False)
+
+
+@dataclass
+class GuestVm:
+    adapter: QemuAdapter
+    config: VmConfig
+    handle: VmHandle
+
+    def console(self) -> str:
+        return self.config.console_log.read_text(errors="replace")
+
+
+class VmFactory:
+    """Boots VMs on the netns bridge and kills whatever is left at the end."""
+
+    def __init__(self, assets: Path, netns: Netns, workdir: Path) -> None:
+        self.assets = assets
+        self.netns = netns
+        self.workdir = workdir
+        self.adapter = QemuAdapter(binary=str(netns.qemu))
+        self.vms: list[GuestVm] = []
+        self._macs = 0
+
+    def mac(self) -> str:
+        self._macs += 1
+        return f"52:54:00:99:00:{self._macs:02x}"
+
+    def static_nic(self, last_octet: int, mtu: int = 1500) -> NicConfig:
+        return NicConfig(
+            tap=self.netns.add_tap(),
+            mac=self.mac(),
+            address=IPv4Interface(f"10.99.0.{last_octet}/24"),
+            gateway=BRIDGE_ADDR.ip,
+            mtu=mtu,
+        )
+
+    def dhcp_nic(self, mac: str) -> NicConfig:
+        return NicConfig(tap=self.netns.add_tap(), mac=mac, address=None, gateway=None)
+
+    def config(
+        self,
+        name: str,
+        workload: WorkloadSpec,
+        nics: list[NicConfig] | None = None,
+        dns: list[str] | None = None,
+        memory_mib: int = 128,
+    ) -> VmConfig:
+        run = self.workdir / name
+        return VmConfig(
+            vm_id=f"{name}-{uuid.uuid4().hex[:6]}",
+            hostname=name,
+            vcpus=1,
+            memory_mib=memory_mib,
+            kernel=preferred_kernel(self.assets),
+            initramfs=self.assets / "initramfs.cpio",
+            rootfs=self.assets / "images" / "busybox" / "rootfs.squashfs",
+            nics=nics if nics is not None else [],
+            dns=dns if dns is not None else [],
+            workload=workload,
+            runtime_dir=run,
+            console_log=run / "console.log",
+        )
+
+    async def boot(self, config: VmConfig) -> GuestVm:
+        handle = await self.adapter.create(config)
+        vm = GuestVm(self.adapter, config, handle)
+        self.vms.append(vm)
+        return vm
+
+    def cleanup(self) -> None:
+        async def kill_all() -> None:
+            for vm in self.vms:
+                if self.adapter.is_alive(vm.handle):
+                    await self.adapter.kill(vm.handle)
+
+        asyncio.run(kill_all())
