@@ -13,8 +13,8 @@ fi
 
 APT_PACKAGES=(
     qemu-system-x86 busybox-static musl-tools cpio squashfs-tools e2fsprogs
-    nftables python3-nftables dnsmasq-base iproute2 iputils-ping curl
-    dnsperf iperf3 dpkg-dev
+    nftables python3-nftables dnsmasq-base dnsmasq-utils dnsutils iproute2 iputils-ping curl
+    dnsperf iperf3 dpkg-dev lz4
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

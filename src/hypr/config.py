@@ -45,6 +45,13 @@ class Settings:
     ssh_port_min: int
     ssh_port_max: int
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.ssh_port_min <= self.ssh_port_max <= 65535:
+            raise ValueError(
+                "HYPR_SSH_PORT_MIN..HYPR_SSH_PORT_MAX must be a port range within 1-65535, "
+                f"not {self.ssh_port_min}-{self.ssh_port_max}"
+            )
+
     @property
     def socket_path(self) -> Path:
         return self.run_dir / "hypr.sock"

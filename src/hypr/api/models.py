@@ -120,7 +120,17 @@ class RunRequestBody(HyprModel):
     dhcp: bool = False
     auto_remove: bool = False
     labels: dict[str, str] = Field(default_factory=dict)
+    # `-p` specs: "[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]", ports may be ranges.
+    ports: list[str] = Field(default_factory=list)
+    ssh: bool = False
     start: bool = True
+
+
+class PortView(BaseModel):
+    protocol: str
+    host_ip: str
+    host_port: int
+    guest_port: int
 
 
 class NicView(BaseModel):
@@ -159,6 +169,8 @@ class VmView(BaseModel):
     guest_mac: str | None
     tap_name: str | None
     networks: list[NicView]
+    ports: list[PortView]
+    ssh_port: int | None
     log_path: str
 
 
@@ -205,3 +217,23 @@ class StackView(BaseModel):
     status: str
     services: dict[str, dict[str, Any]]
     networks: list[str]
+
+
+class DnsServerView(BaseModel):
+    """One DNS server: a network's own, or the view of several networks."""
+
+    networks: list[str]
+    bridges: list[str]
+    addresses: list[str]  # where it listens (the gateways)
+    ports: list[int]
+    forwards: bool  # names it does not know go to the upstream resolvers
+    pid: int | None  # None while it is not running
+
+
+class DnsView(BaseModel):
+    """`GET /dns`: the servers, and whether hyprd configured systemd-resolved itself."""
+
+    domain: str
+    systemd_resolved: bool
+    servers: list[DnsServerView]
+    views: list[DnsServerView]

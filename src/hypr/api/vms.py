@@ -17,6 +17,7 @@ from hypr.api.models import (
     ExecResponse,
     ImageView,
     NicView,
+    PortView,
     RunRequestBody,
     VmView,
     WaitResponse,
@@ -47,6 +48,7 @@ def vm_view(daemon: Daemon, vm: VmRecord) -> VmView:
             )
         )
     first = nics[0] if nics else None
+    forwards = daemon.ports.forwards(vm.id)
     return VmView(
         id=vm.id,
         name=vm.name,
@@ -73,6 +75,16 @@ def vm_view(daemon: Daemon, vm: VmRecord) -> VmView:
         guest_mac=first.mac if first else None,
         tap_name=first.tap if first else None,
         networks=nics,
+        ports=[
+            PortView(
+                protocol=fwd.protocol,
+                host_ip=str(fwd.host_ip),
+                host_port=fwd.host_port,
+                guest_port=fwd.guest_port,
+            )
+            for fwd in forwards
+        ],
+        ssh_port=next((fwd.host_port for fwd in forwards if fwd.ssh), None),
         log_path=str(daemon.vms.log_path(vm.id)),
     )
 
@@ -99,6 +111,8 @@ async def run_vm(body: RunRequestBody, request: Request) -> VmView:
         dhcp=body.dhcp,
         auto_remove=body.auto_remove,
         labels=body.labels,
+        ports=body.ports,
+        ssh=body.ssh,
     )
     vm = daemon.vms.create(req) if not body.start else await daemon.vms.run(req)
     return vm_view(daemon, daemon.vms.rows.get(vm.id) or vm)

@@ -15,7 +15,7 @@ from websockets.sync.client import unix_connect
 
 from hypr.cli.client import ClientError
 from hypr.cli.context import api
-from hypr.cli.output import print_json, print_table
+from hypr.cli.output import fail, print_json, print_table
 
 MEMORY_UNITS = {"b": 1 / 2**20, "k": 1 / 1024, "m": 1, "g": 1024, "": 1}
 
@@ -54,6 +54,15 @@ def run(
     entrypoint: Annotated[str | None, typer.Option(help="Override the entrypoint")] = None,
     rm: Annotated[bool, typer.Option("--rm", help="Remove the VM when it exits")] = False,
     dhcp: Annotated[bool, typer.Option(help="Guest takes its address by DHCP")] = False,
+    publish: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--publish", "-p", help="Publish a port: [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]"
+        ),
+    ] = None,
+    ssh: Annotated[
+        bool, typer.Option("--ssh", help="Forward a host port of the SSH pool to guest port 22")
+    ] = False,
 ) -> None:
     """Create and start a VM."""
     command = _strip_separator(command)
@@ -81,6 +90,8 @@ def run(
         "workdir": workdir,
         "dhcp": dhcp,
         "auto_remove": rm,
+        "ports": publish or [],
+        "ssh": ssh,
     }
     client = api()
     try:
@@ -151,10 +162,71 @@ def ps(
     print_table(
         ["VM ID", "NAME", "IMAGE", "STATUS", "IP", "PORTS"],
         [
-            [vm["id"][:12], vm["name"], vm["image"], status_text(vm), vm["guest_ip"] or "", ""]
+            [
+                vm["id"][:12],
+                vm["name"],
+                vm["image"],
+                status_text(vm),
+                vm["guest_ip"] or "",
+                ports_text(_published(vm)),
+            ]
             for vm in vms
         ],
     )
+
+
+def _published(vm: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ports open in the kernel: a VM's forwards are there only while it runs."""
+    return list(vm["ports"]) if vm["state"] in ("starting", "running", "stopping") else []
+
+
+def ports_text(ports: list[dict[str, Any]]) -> str:
+    """Docker's PORTS column: `0.0.0.0:8080->80/tcp`, consecutive ports as one range."""
+    runs: list[list[dict[str, Any]]] = []
+    for fwd in sorted(ports, key=lambda p: (p["host_ip"], p["protocol"], p["host_port"])):
+        last = runs[-1][-1] if runs else None
+        if (
+            last is not None
+            and (last["host_ip"], last["protocol"]) == (fwd["host_ip"], fwd["protocol"])
+            and (last["host_port"] + 1, last["guest_port"] + 1)
+            == (fwd["host_port"], fwd["guest_port"])
+        ):
+            runs[-1].append(fwd)
+        else:
+            runs.append([fwd])
+
+    def span(run: list[dict[str, Any]], key: str) -> str:
+        first, last = run[0][key], run[-1][key]
+        return str(first) if first == last else f"{first}-{last}"
+
+    return ", ".join(
+        f"{run[0]['host_ip']}:{span(run, 'host_port')}->{span(run, 'guest_port')}"
+        f"/{run[0]['protocol']}"
+        for run in runs
+    )
+
+
+def port(
+    vm: str,
+    guest_port: Annotated[
+        str | None, typer.Argument(help="Only this guest port: PORT[/tcp|udp]")
+    ] = None,
+) -> None:
+    """List a running VM's published ports, as `docker port` does."""
+    ports = _published(api().get(f"/vms/{vm}"))
+    if guest_port is None:
+        for fwd in ports:
+            typer.echo(
+                f"{fwd['guest_port']}/{fwd['protocol']} -> {fwd['host_ip']}:{fwd['host_port']}"
+            )
+        return
+    number, _, protocol = guest_port.partition("/")
+    wanted = f"{number}/{protocol or 'tcp'}"
+    matches = [fwd for fwd in ports if f"{fwd['guest_port']}/{fwd['protocol']}" == wanted]
+    if not matches:
+        raise fail(f"no public port {wanted} published for {vm}")
+    for fwd in matches:
+        typer.echo(f"{fwd['host_ip']}:{fwd['host_port']}")
 
 
 def _each(refs: list[str], action: Any) -> None:
@@ -281,5 +353,5 @@ def register(app: typer.Typer) -> None:
     no_interspersed = {"allow_interspersed_args": False}
     app.command(context_settings=no_interspersed)(run)
     app.command(context_settings=no_interspersed)(exec)
-    for command in (ps, start, stop, rm, logs, inspect, images):
+    for command in (ps, start, stop, rm, logs, inspect, port, images):
         app.command()(command)

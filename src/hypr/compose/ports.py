@@ -7,6 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from hypr.errors import HyprError
+from hypr.network.ports import parse_publish
+
 PortMapping = str
 
 
@@ -35,15 +38,22 @@ def parse_port(value: Any) -> str:
         raise ValueError('expected a port spec such as "8080:80"')
     if isinstance(value, int | str):
         text = str(value).strip()
-        if ":" not in text.split("/")[0]:
-            raise ValueError(
-                f'port {text!r} publishes no host port; write HOST:GUEST (e.g. "{text}:{text}")'
-            )
+        _check(text)
         return text
     if isinstance(value, dict):
         port = LongPort.model_validate(value)
         if port.published is None:
             raise ValueError("a long-syntax port needs `published`")
         host = f"{port.host_ip}:" if port.host_ip else ""
-        return f"{host}{port.published}:{port.target}/{port.protocol}"
+        text = f"{host}{port.published}:{port.target}/{port.protocol}"
+        _check(text)
+        return text
     raise ValueError('expected a port spec such as "8080:80"')
+
+
+def _check(spec: str) -> None:
+    """Validate with the parser `hypr run -p` uses, so both accept exactly the same specs."""
+    try:
+        parse_publish(spec)
+    except HyprError as exc:
+        raise ValueError(exc.message) from None

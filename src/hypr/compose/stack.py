@@ -340,6 +340,7 @@ def _run_request(index: int, service: ServicePlan, config_hash: str) -> RunReque
         restart=policy,
         labels={**service.labels, HASH_LABEL: config_hash, ORDER_LABEL: str(index)},
         hostname=service.hostname,
+        ports=list(service.ports),
     )
 
 

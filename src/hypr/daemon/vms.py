@@ -24,6 +24,7 @@ from pyroute2 import AsyncIPRoute
 from hypr.config import Settings
 from hypr.daemon.observers import VmObserver
 from hypr.errors import Conflict, HyprError, InvalidArgument, NotFound
+from hypr.guest.build import preferred_kernel
 from hypr.guest.protocol import AgentClient, AgentDisconnected, ExecResult, WorkloadExit
 from hypr.images.store import Image, ImageStore
 from hypr.network.ipam import Ipam
@@ -34,7 +35,7 @@ from hypr.network.tap import TapNameTaken, create_tap, delete_tap
 from hypr.state.db import Database
 from hypr.state.vms import NicRecord, VmRecord, VmRepository, VmSpec
 from hypr.vmm.adapter import Accel, NicConfig, VmConfig, VmHandle, VmmAdapter, WorkloadSpec
-from hypr.vmm.qemu import AGENT_SOCKET, resolve_accel
+from hypr.vmm.qemu import AGENT_SOCKET, host_tsc_khz, resolve_accel
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class RunRequest:
     auto_remove: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     hostname: str | None = None  # defaults to the VM's name
+    ports: list[str] = field(default_factory=list)  # `-p` specs, claimed by PortForwarder
+    ssh: bool = False  # forward a port of the SSH pool to guest port 22
 
 
 @dataclass
@@ -126,17 +129,21 @@ class VmManager:
 
     @property
     def kernel(self) -> Path:
-        return self.settings.assets_dir / "vmlinuz"
+        return preferred_kernel(self.settings.assets_dir)
 
     @property
     def initramfs(self) -> Path:
         return self.settings.assets_dir / "initramfs.cpio"
 
     def resolve_accel_in_background(self) -> None:
-        """Probe for KVM while the API already serves; the first boot waits for the answer."""
-        self._accel = asyncio.create_task(
-            resolve_accel(self.settings.accel, self.kernel, self.initramfs)
-        )
+        """Probe for KVM (and measure the host TSC rate that TCG guests need) while the API
+        already serves; the first boot waits for the answer."""
+
+        async def resolve() -> Accel:
+            await asyncio.to_thread(host_tsc_khz)
+            return await resolve_accel(self.settings.accel, self.kernel, self.initramfs)
+
+        self._accel = asyncio.create_task(resolve())
 
     def accel_in_use(self) -> Accel | None:
         """The probe's answer, once it has one."""

@@ -32,6 +32,7 @@ async def ensure_bridge(
         if (str(gateway), subnet.prefixlen) not in addresses:
             await ipr.addr("add", index=index, address=str(gateway), prefixlen=subnet.prefixlen)
         await ipr.link("set", index=index, state="up")
+        _allow_localnet(name)
     except BaseException:
         if created:
             await delete_link(ipr, name)
@@ -41,6 +42,13 @@ async def ensure_bridge(
 
 async def remove_bridge(ipr: AsyncIPRoute, name: str) -> None:
     await delete_link(ipr, name)
+
+
+def _allow_localnet(name: str) -> None:
+    """Let the host reach published ports at 127.0.0.1: a DNAT-ed packet keeps its loopback
+    source until postrouting masquerades it, and its replies come back through the bridge
+    to 127.0.0.1, both of which the kernel drops as martians without route_localnet."""
+    Path(f"/proc/sys/net/ipv4/conf/{name}/route_localnet").write_text("1\n")
 
 
 def enable_ip_forwarding() -> None:

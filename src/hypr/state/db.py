@@ -66,5 +66,13 @@ class Database:
 
 
 def _split_sql(script: str) -> list[str]:
-    """Split a migration into statements (migrations hold no semicolons inside literals)."""
-    return [part.strip() for part in script.split(";") if part.strip()]
+    """Split a migration into statements. A semicolon ends one only where SQLite says the
+    statement is complete, so trigger bodies and comments may hold semicolons."""
+    statements, pending = [], ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip())
+            pending = ""
+    return statements

@@ -63,4 +63,29 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX vm_nics_network ON vm_nics (network_id);
     """,
+    # 3: published ports (`-p`, `--ssh`), claimed with the VM and kept until it is removed.
+    """
+    CREATE TABLE port_forwards (
+        vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        protocol TEXT NOT NULL CHECK (protocol IN ('tcp', 'udp')),
+        host_ip TEXT NOT NULL,  -- '0.0.0.0': every address of the host
+        host_port INTEGER NOT NULL CHECK (host_port BETWEEN 1 AND 65535),
+        guest_port INTEGER NOT NULL CHECK (guest_port BETWEEN 1 AND 65535),
+        ssh INTEGER NOT NULL DEFAULT 0,  -- taken from the SSH pool by --ssh
+        PRIMARY KEY (protocol, host_port, host_ip)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX port_forwards_any ON port_forwards (protocol, host_port)
+        WHERE host_ip = '0.0.0.0';
+    CREATE INDEX port_forwards_vm ON port_forwards (vm_id);
+    -- A port published on every address clashes with the same port on any one address.
+    CREATE TRIGGER port_forwards_no_overlap BEFORE INSERT ON port_forwards
+    WHEN EXISTS (
+        SELECT 1 FROM port_forwards
+        WHERE protocol = NEW.protocol AND host_port = NEW.host_port
+          AND (host_ip = '0.0.0.0' OR NEW.host_ip = '0.0.0.0')
+    )
+    BEGIN
+        SELECT RAISE(ABORT, 'host port already published');
+    END;
+    """,
 ]

@@ -1,0 +1,178 @@
+"""Published ports (`-p`) and the SSH pool (`--ssh`): the service that follows VMs for them.
+
+A forward is claimed as a row in the transaction that creates the VM, so two VMs can never
+get one host port, and the row stays until the VM is removed (an SSH pool port too). The
+kernel side, one map element and one held host socket per port, exists only while the VM
+runs: it is made before the guest boots and undone when the hypervisor exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
+
+from hypr.errors import Conflict, Exhausted, HyprError, InvalidArgument
+from hypr.network.firewall import FirewallError, ForwardingDriver
+from hypr.network.ports import (
+    ANY_ADDRESS,
+    PortForward,
+    bind_host_port,
+    check_host_port,
+    parse_publish,
+)
+from hypr.state.db import Database
+from hypr.state.networks import NetworkRecord, NetworkRepository
+from hypr.state.ports import PortForwardRepository
+from hypr.state.vms import VmRecord
+
+if TYPE_CHECKING:
+    from hypr.daemon.vms import RunRequest
+
+log = logging.getLogger(__name__)
+
+SSH_GUEST_PORT = 22
+
+
+@dataclass
+class _Published:
+    """The kernel side of a running VM's forwards."""
+
+    target: IPv4Address
+    forwards: list[PortForward]
+    sockets: list[socket.socket]
+
+
+class PortForwarder:
+    """Claims host ports for VMs and publishes them while the VMs run (a VmObserver, and a
+    NetworkObserver for networks removed under running VMs)."""
+
+    def __init__(self, db: Database, firewall: ForwardingDriver, ssh_pool: range) -> None:
+        self.rows = PortForwardRepository(db)
+        self.networks = NetworkRepository(db)
+        self.firewall = firewall
+        self.ssh_pool = ssh_pool
+        self._published: dict[str, _Published] = {}
+
+    def forwards(self, vm_id: str) -> list[PortForward]:
+        return self.rows.for_vm(vm_id)
+
+    # --- VmObserver ----------------------------------------------------------------------
+
+    def vm_created(self, vm: VmRecord, req: RunRequest) -> None:
+        """Validate and claim every port the request publishes, or refuse the whole VM."""
+        forwards = [fwd for spec in req.ports for fwd in parse_publish(spec)]
+        if not forwards and not req.ssh:
+            return
+        if self._target(vm) is None:
+            raise InvalidArgument(
+                f"VM {vm.name} cannot publish ports: it is on no network, or only on "
+                "--internal ones"
+            )
+        for fwd in forwards:
+            holder = self.rows.holder(fwd)
+            if holder == vm.name:
+                raise InvalidArgument(f"host port {fwd.host} is published twice")
+            if holder is not None:
+                raise Conflict(f"host port {fwd.host} is already published by VM {holder}")
+            check_host_port(fwd)
+            self.rows.add(vm.id, fwd)
+        if req.ssh:
+            self.rows.add(vm.id, self._free_ssh_port())
+
+    async def vm_starting(self, vm: VmRecord) -> None:
+        self._publish(vm, strict=True)
+
+    async def vm_stopped(self, vm: VmRecord) -> None:
+        self._unpublish(vm.id)
+
+    async def vm_removed(self, vm: VmRecord) -> None:
+        """The rows went with the VM's (ON DELETE CASCADE); the kernel side went at its stop,
+        and is dropped here too so that nothing can outlive the VM."""
+        self._unpublish(vm.id)
+
+    async def reconcile(self, running: list[VmRecord]) -> None:
+        """Publish the ports of adopted VMs again: start-up rebuilt the table without them."""
+        for vm in running:
+            self._publish(vm, strict=False)
+
+    # --- NetworkObserver -----------------------------------------------------------------
+
+    async def network_added(self, net: NetworkRecord) -> None:
+        """Nothing to do: ports are published per VM, when it starts."""
+
+    async def network_removed(self, net: NetworkRecord) -> None:
+        """Close the ports that lead into a network removed with --force (its VMs are
+        detached by now), before its addresses can come back to other VMs."""
+        for vm_id, published in list(self._published.items()):
+            if published.target in net.subnet:
+                self._unpublish(vm_id)
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _target(self, vm: VmRecord) -> IPv4Address | None:
+        """Where published ports lead: the address of the VM's first NIC on a network that
+        traffic from outside may enter (not --internal)."""
+        for nic in vm.nics:
+            net = self.networks.find(nic.network_id)
+            if net is not None and not net.internal and nic.address is not None:
+                return nic.address
+        return None
+
+    def _free_ssh_port(self) -> PortForward:
+        """The lowest port of the pool that no forward uses and nothing on the host holds."""
+        pool = self.ssh_pool
+        taken = self.rows.ports_in_use("tcp", pool.start, pool.stop - 1)
+        for port in pool:
+            if port in taken:
+                continue
+            fwd = PortForward("tcp", ANY_ADDRESS, port, SSH_GUEST_PORT, ssh=True)
+            try:
+                check_host_port(fwd)
+            except Conflict:
+                continue
+            return fwd
+        raise Exhausted(
+            f"the SSH port pool {pool.start}-{pool.stop - 1} is exhausted: no free host port left"
+        )
+
+    def _publish(self, vm: VmRecord, strict: bool) -> None:
+        """Hold the host sockets and add the map elements of a VM's forwards. `strict` makes
+        a port that something else took meanwhile an error; otherwise (an adopted VM, whose
+        guest already serves) it is logged and the forward still published."""
+        forwards = self.rows.for_vm(vm.id)
+        if not forwards:
+            return
+        target = self._target(vm)
+        if target is None:
+            log.warning("VM %s has no reachable network left: its ports stay closed", vm.name)
+            return
+        sockets: list[socket.socket] = []
+        try:
+            for fwd in forwards:
+                try:
+                    sockets.append(bind_host_port(fwd))
+                except HyprError as exc:
+                    if strict:
+                        raise
+                    log.warning("VM %s: %s", vm.name, exc.message)
+            self.firewall.add_forwards(forwards, target)
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        self._published[vm.id] = _Published(target, forwards, sockets)
+
+    def _unpublish(self, vm_id: str) -> None:
+        published = self._published.pop(vm_id, None)
+        if published is None:
+            return
+        try:
+            self.firewall.remove_forwards(published.forwards, published.target)
+        except FirewallError as exc:  # the VM is gone either way; keep releasing
+            log.warning("cannot remove the forwards of VM %s: %s", vm_id[:12], exc)
+        finally:
+            for sock in published.sockets:
+                sock.close()

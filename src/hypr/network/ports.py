@@ -1,0 +1,135 @@
+"""Published ports: the `-p` syntax, and the host sockets that keep a published port hypr's.
+
+The kernel forwards a published port by DNAT before any socket lookup, so a program on the
+host that listens on the same port would silently never see its traffic. hypr therefore
+refuses a port that something on the host has bound, and holds a bound (never listening)
+socket on each published port while the VM runs, so nothing else can bind it meanwhile, as
+Docker's proxy does.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import socket
+from dataclasses import dataclass
+from ipaddress import IPv4Address, ip_address
+
+from hypr.errors import Conflict, HyprError, InvalidArgument
+
+ANY_ADDRESS = IPv4Address("0.0.0.0")
+PROTOCOLS = ("tcp", "udp")
+SPEC_SYNTAX = "[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp], ports may be ranges such as 8000-8010"
+_PORTS = re.compile(r"^([0-9]{1,5})(?:-([0-9]{1,5}))?$")
+
+
+@dataclass(frozen=True)
+class PortForward:
+    """One published port: `host_ip:host_port/protocol` leads to `guest_port` of a VM."""
+
+    protocol: str
+    host_ip: IPv4Address  # ANY_ADDRESS: every address of the host
+    host_port: int
+    guest_port: int
+    ssh: bool = False  # handed out from the SSH pool by --ssh
+
+    @property
+    def host(self) -> str:
+        """How errors name the host side, e.g. `0.0.0.0:8080/tcp`."""
+        return f"{self.host_ip}:{self.host_port}/{self.protocol}"
+
+    def __str__(self) -> str:
+        """Docker's notation, as `ps` shows it: `0.0.0.0:8080->80/tcp`."""
+        return f"{self.host_ip}:{self.host_port}->{self.guest_port}/{self.protocol}"
+
+
+def parse_publish(spec: str) -> list[PortForward]:
+    """Parse one `-p` value into one forward per port (a range gives several)."""
+    text, slash, protocol = spec.strip().partition("/")
+    protocol = protocol.lower() if slash else "tcp"
+    if protocol not in PROTOCOLS:
+        raise InvalidArgument(f"invalid port spec {spec!r}: protocol must be tcp or udp")
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise InvalidArgument(f"invalid port spec {spec!r}: expected {SPEC_SYNTAX}")
+    host_ip = _parse_host_ip(spec, parts[0]) if len(parts) == 3 else ANY_ADDRESS
+    host_first, host_last = _parse_ports(spec, parts[-2])
+    guest_first, guest_last = _parse_ports(spec, parts[-1])
+    if host_last - host_first != guest_last - guest_first:
+        raise InvalidArgument(
+            f"invalid port spec {spec!r}: the host range has {host_last - host_first + 1} "
+            f"ports and the guest range {guest_last - guest_first + 1}; they must match"
+        )
+    return [
+        PortForward(protocol, host_ip, host_first + offset, guest_first + offset)
+        for offset in range(host_last - host_first + 1)
+    ]
+
+
+def _parse_host_ip(spec: str, text: str) -> IPv4Address:
+    try:
+        address = ip_address(text)
+    except ValueError:
+        raise InvalidArgument(
+            f"invalid port spec {spec!r}: {text!r} is not an IP address"
+        ) from None
+    if not isinstance(address, IPv4Address):
+        raise InvalidArgument(f"invalid port spec {spec!r}: only IPv4 host addresses are supported")
+    return address
+
+
+def _parse_ports(spec: str, text: str) -> tuple[int, int]:
+    match = _PORTS.match(text)
+    if match is None:
+        raise InvalidArgument(f"invalid port spec {spec!r}: expected {SPEC_SYNTAX}")
+    first = int(match[1])
+    last = int(match[2]) if match[2] else first
+    for port in (first, last):
+        if not 1 <= port <= 65535:
+            raise InvalidArgument(f"invalid port spec {spec!r}: port {port} is not in 1-65535")
+    if last < first:
+        raise InvalidArgument(f"invalid port spec {spec!r}: range {text} runs backwards")
+    return first, last
+
+
+def bind_host_port(fwd: PortForward) -> socket.socket:
+    """Bind a socket, never listening, to the forward's host address and port.
+
+    A TCP port that only connections in TIME_WAIT still use is taken on the second try with
+    SO_REUSEADDR, which Linux refuses only while some socket listens there.
+    """
+    try:
+        return _bind(fwd, reuse=False)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or fwd.protocol != "tcp":
+            raise _bind_error(fwd, exc) from None
+    try:
+        return _bind(fwd, reuse=True)
+    except OSError as exc:
+        raise _bind_error(fwd, exc) from None
+
+
+def _bind(fwd: PortForward, reuse: bool) -> socket.socket:
+    kind = socket.SOCK_STREAM if fwd.protocol == "tcp" else socket.SOCK_DGRAM
+    sock = socket.socket(socket.AF_INET, kind)
+    try:
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((str(fwd.host_ip), fwd.host_port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def check_host_port(fwd: PortForward) -> None:
+    """Refuse a port that is in use on the host or an address the host does not have."""
+    bind_host_port(fwd).close()
+
+
+def _bind_error(fwd: PortForward, exc: OSError) -> HyprError:
+    if exc.errno == errno.EADDRINUSE:
+        return Conflict(f"host port {fwd.host} is already in use on the host")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return InvalidArgument(f"host IP {fwd.host_ip} is not an address of this host")
+    return HyprError(f"cannot reserve host port {fwd.host}: {exc.strerror}")
