@@ -41,6 +41,8 @@ class Settings:
     log_level: str
     accel: str
     default_subnet: IPv4Network
+    api_addr: str  # the REST gateway (API keys required); "" turns it off
+    metrics_addr: str  # Prometheus metrics; "" turns it off
     ssh_allowed_cidr: IPv4Network
     ssh_port_min: int
     ssh_port_max: int
@@ -82,6 +84,8 @@ class Settings:
             log_level=os.environ.get("HYPR_LOG", "info"),
             accel=accel,
             default_subnet=IPv4Network("10.88.0.0/16"),
+            api_addr=os.environ.get("HYPR_API_ADDR", "127.0.0.1:41001"),
+            metrics_addr=os.environ.get("HYPR_METRICS_ADDR", "127.0.0.1:41002"),
             ssh_allowed_cidr=IPv4Network(os.environ.get("HYPR_SSH_ALLOWED_CIDR", "0.0.0.0/0")),
             ssh_port_min=_env_int("HYPR_SSH_PORT_MIN", 2200),
             ssh_port_max=_env_int("HYPR_SSH_PORT_MAX", 2299),

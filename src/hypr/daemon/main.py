@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from prometheus_client import make_asgi_app
+from starlette.types import ASGIApp
 
 from hypr import __version__
 from hypr.api.app import create_app
+from hypr.api.auth import BearerAuth
 from hypr.config import Settings
+from hypr.daemon import metrics
 from hypr.daemon.logs import configure_logging
 from hypr.daemon.service import Daemon
 from hypr.errors import HyprError
@@ -40,6 +48,27 @@ def _claim_pid_file(path: Path) -> None:
     path.write_text(f"{os.getpid()}\n")
 
 
+class _Server(uvicorn.Server):
+    """hyprd runs several listeners; it handles SIGTERM itself and stops them all."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _listener(app: ASGIApp, **where: Any) -> _Server:
+    return _Server(
+        uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=5, **where)
+    )
+
+
+def _host_port(text: str) -> dict[str, Any]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise StartupError(f"invalid listen address {text!r}: expected HOST:PORT")
+    return {"host": host, "port": int(port)}
+
+
 async def serve(settings: Settings) -> None:
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     _claim_pid_file(settings.pid_file)
@@ -47,21 +76,43 @@ async def serve(settings: Settings) -> None:
     try:
         await daemon.start()
         settings.socket_path.unlink(missing_ok=True)
-        config = uvicorn.Config(
-            create_app(daemon),
-            uds=str(settings.socket_path),
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        )
-        server = uvicorn.Server(config)
-        startup = asyncio.create_task(server.serve())
-        while not server.started and not startup.done():
+        app = create_app(daemon)
+        servers = [_listener(app, uds=str(settings.socket_path))]
+        if settings.api_addr:
+            servers.append(
+                _listener(BearerAuth(app, daemon.api_keys), **_host_port(settings.api_addr))
+            )
+        if settings.metrics_addr:
+            servers.append(
+                _listener(
+                    make_asgi_app(metrics.install(daemon)), **_host_port(settings.metrics_addr)
+                )
+            )
+
+        def stop_all() -> None:
+            for server in servers:
+                server.should_exit = True
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_all)
+        tasks = [asyncio.create_task(server.serve()) for server in servers]
+        while not all(s.started for s in servers) and not any(t.done() for t in tasks):
             await asyncio.sleep(0.01)
-        if server.started:
+        if all(s.started for s in servers):
             os.chmod(settings.socket_path, 0o660)
-            log.info("hyprd %s listening on %s", __version__, settings.socket_path)
-        await startup
+            log.info(
+                "hyprd %s listening on %s%s%s",
+                __version__,
+                settings.socket_path,
+                f", REST gateway on {settings.api_addr}" if settings.api_addr else "",
+                f", metrics on {settings.metrics_addr}" if settings.metrics_addr else "",
+            )
+        else:
+            stop_all()
+        await asyncio.gather(*tasks)
+        if not all(s.started for s in servers):
+            raise StartupError("a listener could not start (see the log above)")
     finally:
         await daemon.close()
         settings.socket_path.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ import logging
 import re
 import secrets
 import shutil
+import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, ip_address
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 from pyroute2 import AsyncIPRoute
 
 from hypr.config import Settings
+from hypr.daemon.metrics import VM_BOOT_SECONDS
 from hypr.daemon.observers import VmObserver
 from hypr.errors import Conflict, HyprError, InvalidArgument, NotFound
 from hypr.guest.build import preferred_kernel
@@ -493,9 +495,11 @@ class VmManager:
         self._watch(vm.id, running)
         booted = asyncio.create_task(self._attach_agent(vm.id, adopt=False))
         exited = asyncio.create_task(running.exited.wait())
+        spawned = time.monotonic()
         await asyncio.wait({booted, exited}, return_when=asyncio.FIRST_COMPLETED)
         if booted.done() and booted.exception() is None:
             exited.cancel()
+            VM_BOOT_SECONDS.observe(time.monotonic() - spawned)
             return
         if not exited.done():  # the agent never answered: give up on this boot
             await self.adapter.kill(handle)

@@ -88,4 +88,14 @@ MIGRATIONS: list[str] = [
         SELECT RAISE(ABORT, 'host port already published');
     END;
     """,
+    # 4: API keys for the TCP REST gateway; only a hash of each key is kept.
+    """
+    CREATE TABLE api_keys (
+        name TEXT PRIMARY KEY,
+        prefix TEXT NOT NULL,
+        sha256 TEXT NOT NULL UNIQUE,
+        created TEXT NOT NULL,
+        last_used TEXT
+    );
+    """,
 ]
