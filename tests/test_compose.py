@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hypr.sandbox import Hyprd, create_netns, delete_netns, in_ns, sh
+from hypr.sandbox import UPSTREAM_ADDRESS, Hyprd, add_upstream, create_netns, delete_netns, in_ns
 from tests.conftest import links, nft_set_elements
 
 pytestmark = pytest.mark.vm
@@ -76,25 +76,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         hyprd = Hyprd(ns, root / "daemon")
         hyprd.start()
-        sh(
-            "ip",
-            "link",
-            "add",
-            "uplink",
-            "netns",
-            ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            upstream,
-        )
-        in_ns(ns, "ip", "addr", "add", "192.0.2.1/24", "dev", "uplink")
-        in_ns(ns, "ip", "link", "set", "uplink", "up")
-        in_ns(upstream, "ip", "addr", "add", "192.0.2.2/24", "dev", "eth0")
-        in_ns(upstream, "ip", "link", "set", "eth0", "up")
+        add_upstream(ns, upstream)
         (root / "compose.yaml").write_text(yaml.safe_dump(THREE_TIER))
         result = hyprd.hypr("compose", "-f", str(root / "compose.yaml"), "-p", "shop", "up", "-d")
         assert result.returncode == 0, result.stderr
@@ -145,8 +127,8 @@ def test_web_cannot_resolve_or_reach_db(stack: Stack) -> None:
 
 
 def test_internal_network_has_no_way_out(stack: Stack) -> None:
-    assert stack.exec("db", "ping", "-c", "1", "-W", "2", "192.0.2.2").returncode != 0
-    assert stack.exec("web", "ping", "-c", "1", "-W", "2", "192.0.2.2").returncode == 0
+    assert stack.exec("db", "ping", "-c", "1", "-W", "2", UPSTREAM_ADDRESS).returncode != 0
+    assert stack.exec("web", "ping", "-c", "1", "-W", "2", UPSTREAM_ADDRESS).returncode == 0
 
 
 def test_config_prints_the_normalised_file(stack: Stack) -> None:

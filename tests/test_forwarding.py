@@ -10,31 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.conftest import Hyprd, in_ns, sh
-
-
-def plug(hyprd: Hyprd, endpoint_ns: str, bridge: str, address: str, gateway: str) -> None:
-    """Connect an endpoint namespace to a hypr bridge, as a VM's TAP would be."""
-    host_end = f"ve{endpoint_ns[-6:]}"
-    sh(
-        "ip",
-        "link",
-        "add",
-        host_end,
-        "netns",
-        hyprd.netns,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        endpoint_ns,
-    )
-    in_ns(hyprd.netns, "ip", "link", "set", host_end, "master", bridge, "up")
-    in_ns(endpoint_ns, "ip", "addr", "add", address, "dev", "eth0")
-    in_ns(endpoint_ns, "ip", "link", "set", "eth0", "up")
-    in_ns(endpoint_ns, "ip", "route", "add", "default", "via", gateway)
+from hypr.sandbox import UPLINK_ADDRESS, UPSTREAM_ADDRESS, Hyprd, add_upstream, in_ns, plug_endpoint
 
 
 def reaches(ns: str, address: str) -> bool:
@@ -46,33 +22,15 @@ def test_isolation_internal_and_masquerade(hyprd: Hyprd, make_netns: Callable[[]
     hyprd.ok("network", "create", "sealed", "--internal", "--subnet", "10.90.0.0/24")
 
     upstream = make_netns()
-    sh(
-        "ip",
-        "link",
-        "add",
-        "uplink",
-        "netns",
-        hyprd.netns,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        upstream,
-    )
-    in_ns(hyprd.netns, "ip", "addr", "add", "192.0.2.1/24", "dev", "uplink")
-    in_ns(hyprd.netns, "ip", "link", "set", "uplink", "up")
-    in_ns(upstream, "ip", "addr", "add", "192.0.2.2/24", "dev", "eth0")
-    in_ns(upstream, "ip", "link", "set", "eth0", "up")
+    add_upstream(hyprd.netns, upstream)
 
     a1, a2, b1, sealed = make_netns(), make_netns(), make_netns(), make_netns()
     sealed2 = make_netns()
-    plug(hyprd, a1, "vbr0", "10.88.0.200/16", "10.88.0.1")
-    plug(hyprd, a2, "vbr0", "10.88.0.201/16", "10.88.0.1")
-    plug(hyprd, b1, "vbr1", "10.89.0.200/24", "10.89.0.1")
-    plug(hyprd, sealed, "vbr2", "10.90.0.200/24", "10.90.0.1")
-    plug(hyprd, sealed2, "vbr2", "10.90.0.201/24", "10.90.0.1")
+    plug_endpoint(hyprd.netns, a1, "vbr0", "10.88.0.200/16", "10.88.0.1")
+    plug_endpoint(hyprd.netns, a2, "vbr0", "10.88.0.201/16", "10.88.0.1")
+    plug_endpoint(hyprd.netns, b1, "vbr1", "10.89.0.200/24", "10.89.0.1")
+    plug_endpoint(hyprd.netns, sealed, "vbr2", "10.90.0.200/24", "10.90.0.1")
+    plug_endpoint(hyprd.netns, sealed2, "vbr2", "10.90.0.201/24", "10.90.0.1")
 
     # same network: reachable
     assert reaches(a1, "10.88.0.201")
@@ -80,17 +38,17 @@ def test_isolation_internal_and_masquerade(hyprd: Hyprd, make_netns: Callable[[]
     assert not reaches(a1, "10.89.0.200")
     assert not reaches(b1, "10.88.0.200")
     # normal networks reach upstream through the masquerade
-    assert reaches(a1, "192.0.2.2")
-    assert reaches(b1, "192.0.2.2")
+    assert reaches(a1, UPSTREAM_ADDRESS)
+    assert reaches(b1, UPSTREAM_ADDRESS)
     # an internal network has no path out, nor to other networks, but works inside
     assert reaches(sealed, "10.90.0.201")
-    assert not reaches(sealed, "192.0.2.2")
+    assert not reaches(sealed, UPSTREAM_ADDRESS)
     assert not reaches(sealed, "10.88.0.200")
     assert not reaches(a1, "10.90.0.200")
     # upstream cannot open connections into a network (it would need the route anyway)
-    in_ns(upstream, "ip", "route", "add", "10.88.0.0/16", "via", "192.0.2.1")
+    in_ns(upstream, "ip", "route", "add", "10.88.0.0/16", "via", UPLINK_ADDRESS)
     assert not reaches(upstream, "10.88.0.200")
 
     # removing the network removes the path: the masquerade goes with it
     hyprd.ok("network", "rm", "blue")
-    assert not reaches(b1, "192.0.2.2")
+    assert not reaches(b1, UPSTREAM_ADDRESS)

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from hypr.sandbox import Hyprd, create_netns, delete_netns, in_ns, sh
+from hypr.sandbox import (
+    UPSTREAM_ADDRESS,
+    Hyprd,
+    add_upstream,
+    create_netns,
+    delete_netns,
+    in_ns,
+    sh,
+)
 from tests.conftest import links
 
 pytestmark = pytest.mark.vm
@@ -54,26 +62,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         hyprd.start()
         hyprd.ok("network", "create", "other", "--subnet", "10.89.0.0/24")
         hyprd.ok("network", "create", "sealed", "--internal", "--subnet", "10.90.0.0/24")
-        # the upstream: another namespace behind an uplink, with no route back to hypr's subnets
-        sh(
-            "ip",
-            "link",
-            "add",
-            "uplink",
-            "netns",
-            ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            upstream,
-        )
-        in_ns(ns, "ip", "addr", "add", "192.0.2.1/24", "dev", "uplink")
-        in_ns(ns, "ip", "link", "set", "uplink", "up")
-        in_ns(upstream, "ip", "addr", "add", "192.0.2.2/24", "dev", "eth0")
-        in_ns(upstream, "ip", "link", "set", "eth0", "up")
+        add_upstream(ns, upstream)
         plan = {
             "a1": ["--network", "bridge"],
             "a2": ["--network", "bridge"],
@@ -137,9 +126,9 @@ def test_ping_by_ip_isolation_masquerade_and_internal(lab: Lab) -> None:
     assert ping("a2", ip["a1"])
     assert not ping("b1", ip["a1"])
     assert not ping("a1", ip["b1"])
-    assert ping("a1", "192.0.2.2")  # upstream, through the masquerade
-    assert ping("b1", "192.0.2.2")
-    assert not ping("s1", "192.0.2.2")  # internal: no way out
+    assert ping("a1", UPSTREAM_ADDRESS)  # upstream, through the masquerade
+    assert ping("b1", UPSTREAM_ADDRESS)
+    assert not ping("s1", UPSTREAM_ADDRESS)  # internal: no way out
     assert not ping("s1", ip["a1"])
 
 

@@ -149,3 +149,34 @@ class Hyprd:
     def db_rows(self, query: str) -> list[tuple[Any, ...]]:
         with sqlite3.connect(self.data_dir / "hypr.db") as conn:
             return conn.execute(query).fetchall()
+
+
+# The uplink between a daemon's namespace and an "upstream" namespace (TEST-NET-1 addresses).
+UPLINK_ADDRESS = "192.0.2.1"
+UPSTREAM_ADDRESS = "192.0.2.2"
+
+
+def veth(ns_a: str, name_a: str, ns_b: str, name_b: str) -> None:
+    """A veth pair with one end in each namespace."""
+    sh("ip", "link", "add", name_a, "netns", ns_a, "type", "veth",
+       "peer", "name", name_b, "netns", ns_b)  # fmt: skip
+
+
+def add_upstream(ns: str, upstream: str) -> None:
+    """Put `upstream` behind an uplink of `ns`, as the internet would be: it has no route
+    back to hypr's subnets, so only masquerade lets it answer a VM."""
+    veth(ns, "uplink", upstream, "eth0")
+    in_ns(ns, "ip", "addr", "add", f"{UPLINK_ADDRESS}/24", "dev", "uplink")
+    in_ns(ns, "ip", "link", "set", "uplink", "up")
+    in_ns(upstream, "ip", "addr", "add", f"{UPSTREAM_ADDRESS}/24", "dev", "eth0")
+    in_ns(upstream, "ip", "link", "set", "eth0", "up")
+
+
+def plug_endpoint(ns: str, endpoint: str, bridge: str, address: str, gateway: str) -> None:
+    """Connect an endpoint namespace to a hypr bridge in `ns`, as a VM's TAP would be."""
+    host_end = f"ve{endpoint[-6:]}"
+    veth(ns, host_end, endpoint, "eth0")
+    in_ns(ns, "ip", "link", "set", host_end, "master", bridge, "up")
+    in_ns(endpoint, "ip", "addr", "add", address, "dev", "eth0")
+    in_ns(endpoint, "ip", "link", "set", "eth0", "up")
+    in_ns(endpoint, "ip", "route", "add", "default", "via", gateway)
