@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from hypr import __version__
-from hypr.api import networks, stacks, system, vms
+from hypr.api import apikeys, dns, networks, stacks, system, vms
 from hypr.api.errors import install_error_handlers
 from hypr.daemon.service import Daemon
 
@@ -18,4 +18,6 @@ def create_app(daemon: Daemon) -> FastAPI:
     app.include_router(networks.router)
     app.include_router(vms.router)
     app.include_router(stacks.router)
+    app.include_router(dns.router)
+    app.include_router(apikeys.router)
     return app

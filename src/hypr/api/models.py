@@ -237,3 +237,19 @@ class DnsView(BaseModel):
     systemd_resolved: bool
     servers: list[DnsServerView]
     views: list[DnsServerView]
+
+
+class ApiKeyCreate(HyprModel):
+    name: str
+
+
+class ApiKeyCreated(BaseModel):
+    name: str
+    key: str  # shown once; only its hash is kept
+
+
+class ApiKeyView(BaseModel):
+    name: str
+    prefix: str
+    created: str
+    last_used: str | None

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from hypr import __version__
-from hypr.cli import compose, networks, vms
+from hypr.cli import apikeys, compose, dns, networks, vms
 from hypr.cli.client import ClientError
 from hypr.cli.context import api
 from hypr.errors import HyprError
@@ -21,6 +21,8 @@ app = typer.Typer(
 app.add_typer(networks.app, name="network")
 vms.register(app)
 app.add_typer(compose.app, name="compose")
+app.add_typer(apikeys.app, name="apikey")
+app.command("dns")(dns.dns)
 
 
 @app.command()

@@ -7,13 +7,17 @@ from typing import NamedTuple
 
 from pyroute2 import AsyncIPRoute
 
+from hypr.api.auth import ApiKeys
 from hypr.compose.stack import StackManager
 from hypr.config import Settings
+from hypr.daemon.ports import PortForwarder
 from hypr.daemon.vms import VmManager
 from hypr.images.store import ImageStore
+from hypr.network.dns import DnsService
 from hypr.network.firewall import NftablesFirewall
 from hypr.network.ipam import Ipam
 from hypr.network.manager import NetworkManager
+from hypr.state.apikeys import ApiKeyRepository
 from hypr.state.db import Database
 from hypr.state.vms import Endpoint
 from hypr.vmm.qemu import QemuAdapter
@@ -36,7 +40,7 @@ class Daemon:
         self.db = Database(settings.db_path)
         self.db.migrate()
         self.ipr = AsyncIPRoute()
-        self.firewall = NftablesFirewall()
+        self.firewall = NftablesFirewall(settings.ssh_allowed_cidr)
         self.ipam = Ipam(self.db)
         self.networks = NetworkManager(self.db, self.ipr, self.firewall, self.ipam)
         self.images = ImageStore(settings.assets_dir / "images", settings.data_dir / "images")
@@ -44,7 +48,15 @@ class Daemon:
             settings, self.db, self.ipr, self.networks, self.ipam, self.images, QemuAdapter()
         )
         self.networks.detach_hook = self.vms.detach_network
+        ssh_pool = range(settings.ssh_port_min, settings.ssh_port_max + 1)
+        self.ports = PortForwarder(self.db, self.firewall, ssh_pool)
+        self.vms.observers.append(self.ports)
+        self.networks.observers.append(self.ports)
+        self.dns = DnsService(settings.run_dir, self.db, self.networks, self.firewall)
+        self.networks.observers.append(self.dns)
+        self.vms.observers.append(self.dns)
         self.stacks = StackManager(self.vms, self.networks)
+        self.api_keys = ApiKeys(ApiKeyRepository(self.db))
 
     async def start(self) -> None:
         """Reconcile the kernel with the database before serving any request."""
@@ -74,5 +86,6 @@ class Daemon:
     async def close(self) -> None:
         """Release handles; VMs and networks stay, so a restarted daemon adopts them."""
         await self.vms.shutdown()
+        self.dns.close()
         self.ipr.close()
         self.db.close()

@@ -9,11 +9,13 @@ the whole table in one transaction, built from the database.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from ipaddress import IPv4Address, IPv4Network
 from typing import Protocol
 
 import nftables
 
+from hypr.network.ports import ANY_ADDRESS, PortForward
 from hypr.state.networks import NetworkRecord
 
 TABLE = "inet hypr"
@@ -21,29 +23,95 @@ TABLE = "inet hypr"
 # Forward policy, in order:
 #   * traffic within one network passes (it reaches this hook when br_netfilter is loaded);
 #   * --internal networks have no path in or out at all;
+#   * published (DNAT-ed) ports are reachable from anywhere but internal networks, also
+#     from another network: publishing a port opens it to whoever reaches the host;
 #   * traffic between two different hypr bridges is dropped (network isolation);
-#   * from outside, only replies and published (DNAT-ed) ports may enter a network.
+#   * from outside, only replies may enter a network.
 # Masquerade rewrites traffic of non-internal subnets leaving through a non-hypr interface.
+#
+# Published ports: traffic to a local address is DNAT-ed through one map element per port,
+# `host_forwards` (host ip . protocol . port) for ports bound to one address, then `forwards`
+# (protocol . port) for ports on every address, so a packet costs two hash lookups whatever
+# the number of ports. Ports of the SSH pool are dropped first unless the source is in
+# `ssh_allowed`. The output hook does the same for the host's own connections, 127.0.0.1
+# included (the bridges have route_localnet); postrouting masquerades those loopback
+# sources, and DNAT-ed traffic that goes back into the bridge it came from (hairpin), so
+# that replies pass through the host to be un-NAT-ed.
 _TABLE_BODY = """
     set bridges { type ifname; }
     set internal_bridges { type ifname; }
     set bridge_pairs { type ifname . ifname; }
     set masquerade_subnets { type ipv4_addr; flags interval; }
+    map forwards { type inet_proto . inet_service : ipv4_addr . inet_service; }
+    map host_forwards { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
+    set ssh_ports { type inet_service; }
+    set ssh_allowed { type ipv4_addr; flags interval; }
 
     chain forward {
         type filter hook forward priority filter; policy accept;
         iifname . oifname @bridge_pairs accept
         iifname @internal_bridges drop
         oifname @internal_bridges drop
+        oifname @bridges ct status dnat accept
         iifname @bridges oifname @bridges drop
         oifname @bridges ct state established,related accept
-        oifname @bridges ct status dnat accept
         oifname @bridges drop
+    }
+
+    chain publish {
+        tcp dport @ssh_ports ip saddr != @ssh_allowed drop
+        dnat ip to ip daddr . meta l4proto . th dport map @host_forwards
+        dnat ip to meta l4proto . th dport map @forwards
+    }
+
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        meta nfproto ipv4 fib daddr type local jump publish
+    }
+
+    chain output {
+        type nat hook output priority -100; policy accept;
+        meta nfproto ipv4 fib daddr type local jump publish
     }
 
     chain postrouting {
         type nat hook postrouting priority srcnat; policy accept;
         ip saddr @masquerade_subnets oifname != @bridges masquerade
+        oifname @bridges ip saddr 127.0.0.0/8 masquerade
+        ct status dnat iifname . oifname @bridge_pairs masquerade
+    }
+"""
+
+# DNS (see hypr.network.dns): every query a guest sends to any hypr gateway, on port 53 or
+# 41003, is redirected to port 53 of the gateway of the bridge it came in on, so a VM only
+# ever asks its own network's server, whatever address it tries; a VM on several networks
+# is sent instead to the port of its "view" server (`dns_views`, keyed by its addresses).
+# The host's own queries to port 41003 go to port 53. These chains run just before the
+# port-publishing ones, whose NAT they pre-empt: a published host port 53 never captures
+# the guests' DNS. A view's port is reachable from the bridges only through the redirect.
+_DNS_BODY = """
+    set dns_gateways { type ipv4_addr; }
+    set dns_view_ports { type inet_service; }
+    map dns_views { type ipv4_addr : inet_service; }
+
+    chain dns_redirect {
+        meta l4proto { tcp, udp } th dport { 53, 41003 } redirect to : ip saddr map @dns_views
+        meta l4proto { tcp, udp } th dport { 53, 41003 } redirect to :53
+    }
+
+    chain dns_prerouting {
+        type nat hook prerouting priority dstnat - 10; policy accept;
+        iifname @bridges ip daddr @dns_gateways jump dns_redirect
+    }
+
+    chain dns_output {
+        type nat hook output priority -110; policy accept;
+        ip daddr @dns_gateways meta l4proto { tcp, udp } th dport 41003 dnat ip to ip daddr:53
+    }
+
+    chain dns_input {
+        type filter hook input priority filter; policy accept;
+        iifname @bridges meta l4proto { tcp, udp } th dport @dns_view_ports ct status ! dnat drop
     }
 """
 
@@ -64,12 +132,34 @@ class FirewallDriver(Protocol):
     def teardown(self) -> None: ...
 
 
+class ForwardingDriver(Protocol):
+    """What port forwarding needs from a firewall backend."""
+
+    def add_forwards(self, forwards: Iterable[PortForward], target: IPv4Address) -> None: ...
+
+    def remove_forwards(self, forwards: Iterable[PortForward], target: IPv4Address) -> None: ...
+
+
+class DnsSteeringDriver(Protocol):
+    """What the DNS service needs from a firewall backend: view ports, and the addresses
+    of multi-homed VMs whose queries go to them."""
+
+    def add_dns_view(self, port: int) -> None: ...
+
+    def remove_dns_view(self, port: int) -> None: ...
+
+    def steer_dns(self, addresses: Mapping[IPv4Address, int]) -> None: ...
+
+    def unsteer_dns(self, addresses: Iterable[IPv4Address]) -> None: ...
+
+
 class NftablesFirewall:
     """Drives libnftables in-process (no fork per change) through its Python binding."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssh_allowed: IPv4Network = IPv4Network("0.0.0.0/0")) -> None:
         self._nft = nftables.Nftables()
         self._lock = threading.Lock()
+        self.ssh_allowed = ssh_allowed
 
     def run(self, commands: str) -> str:
         """Apply a batch of nft commands as one transaction."""
@@ -81,8 +171,10 @@ class NftablesFirewall:
 
     def setup(self, networks: Iterable[NetworkRecord]) -> None:
         """Replace hypr's table with one that holds exactly `networks`."""
-        batch = [f"table {TABLE} {{}}", f"delete table {TABLE}", f"table {TABLE} {{{_TABLE_BODY}}}"]
+        body = _TABLE_BODY + _DNS_BODY
+        batch = [f"table {TABLE} {{}}", f"delete table {TABLE}", f"table {TABLE} {{{body}}}"]
         batch += [_element_commands("add", net) for net in networks]
+        batch.append(f"add element {TABLE} ssh_allowed {{ {self.ssh_allowed} }}")
         self.run("\n".join(batch))
 
     def add_network(self, net: NetworkRecord) -> None:
@@ -90,6 +182,30 @@ class NftablesFirewall:
 
     def remove_network(self, net: NetworkRecord) -> None:
         self.run(_element_commands("delete", net))
+
+    def add_forwards(self, forwards: Iterable[PortForward], target: IPv4Address) -> None:
+        """Publish ports of the VM at `target`, one map element each, in one transaction."""
+        self.run(_forward_commands("add", forwards, target))
+
+    def remove_forwards(self, forwards: Iterable[PortForward], target: IPv4Address) -> None:
+        self.run(_forward_commands("delete", forwards, target))
+
+    def add_dns_view(self, port: int) -> None:
+        self.run(f"add element {TABLE} dns_view_ports {{ {port} }}")
+
+    def remove_dns_view(self, port: int) -> None:
+        self.run(f"delete element {TABLE} dns_view_ports {{ {port} }}")
+
+    def steer_dns(self, addresses: Mapping[IPv4Address, int]) -> None:
+        """Send the DNS queries from each address to the view server on its port."""
+        if addresses:
+            items = ", ".join(f"{address} : {port}" for address, port in addresses.items())
+            self.run(f"add element {TABLE} dns_views {{ {items} }}")
+
+    def unsteer_dns(self, addresses: Iterable[IPv4Address]) -> None:
+        items = ", ".join(str(address) for address in addresses)
+        if items:
+            self.run(f"delete element {TABLE} dns_views {{ {items} }}")
 
     def teardown(self) -> None:
         self.run(f"table {TABLE} {{}}\ndelete table {TABLE}")
@@ -100,9 +216,28 @@ def _element_commands(verb: str, net: NetworkRecord) -> str:
     lines = [
         f"{verb} element {TABLE} bridges {{ {bridge} }}",
         f"{verb} element {TABLE} bridge_pairs {{ {bridge} . {bridge} }}",
+        f"{verb} element {TABLE} dns_gateways {{ {net.gateway} }}",
     ]
     if net.internal:
         lines.append(f"{verb} element {TABLE} internal_bridges {{ {bridge} }}")
     else:
         lines.append(f"{verb} element {TABLE} masquerade_subnets {{ {net.subnet} }}")
     return "\n".join(lines)
+
+
+def _forward_commands(verb: str, forwards: Iterable[PortForward], target: IPv4Address) -> str:
+    elements: dict[str, list[str]] = {"forwards": [], "host_forwards": [], "ssh_ports": []}
+    for fwd in forwards:
+        key = f"{fwd.protocol} . {fwd.host_port}"
+        value = f"{target} . {fwd.guest_port}"
+        if fwd.host_ip == ANY_ADDRESS:
+            elements["forwards"].append(f"{key} : {value}")
+        else:
+            elements["host_forwards"].append(f"{fwd.host_ip} . {key} : {value}")
+        if fwd.ssh:
+            elements["ssh_ports"].append(str(fwd.host_port))
+    return "\n".join(
+        f"{verb} element {TABLE} {name} {{ {', '.join(items)} }}"
+        for name, items in elements.items()
+        if items
+    )
