@@ -102,10 +102,14 @@ def main() -> None:
     print(f"IPAM allocation, 50% fill    p50 {ipam['alloc_50'] * 1e6:7.1f} us")
     print(f"IPAM allocation, 99% fill    p50 {ipam['alloc_99'] * 1e6:7.1f} us")
     ratio = ipam["alloc_99"] / ipam["alloc_0"]
-    print(f"ratio 99% / 0% fill          {ratio:5.2f}x   (goal <= 2.00x: "
-          f"{'met' if ratio <= 2 else 'MISSED'})")
-    print(f"fill a /16 (65,534 allocs)   {ipam['fill']:6.2f} s   (goal < 10 s: "
-          f"{'met' if ipam['fill'] < 10 else 'MISSED'})")
+    print(
+        f"ratio 99% / 0% fill          {ratio:5.2f}x   (goal <= 2.00x: "
+        f"{'met' if ratio <= 2 else 'MISSED'})"
+    )
+    print(
+        f"fill a /16 (65,534 allocs)   {ipam['fill']:6.2f} s   (goal < 10 s: "
+        f"{'met' if ipam['fill'] < 10 else 'MISSED'})"
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,16 @@ from hypr.daemon.ports import PortForwarder
 from hypr.daemon.vms import RunRequest
 from hypr.network.firewall import NftablesFirewall
 from hypr.network.ports import ANY_ADDRESS, PortForward
-from hypr.sandbox import Hyprd, create_netns, delete_netns, in_ns, sh
+from hypr.sandbox import (
+    UPLINK_ADDRESS,
+    UPSTREAM_ADDRESS,
+    Hyprd,
+    connect,
+    create_netns,
+    delete_netns,
+    in_ns,
+    plug_endpoint,
+)
 from hypr.state.db import Database
 from hypr.state.networks import NetworkRecord, NetworkRepository
 from hypr.state.vms import NicRecord, VmRecord, VmRepository, VmSpec
@@ -53,24 +62,6 @@ PORTS_PER_VM = 100  # the forwards in place come as VMs publishing ranges of thi
 # --- throughput ------------------------------------------------------------------------
 
 
-def plug(host_ns: str, peer_ns: str, host_end: str, host_cidr: str | None, cidr: str) -> None:
-    """A veth from hyprd's namespace to `peer_ns`; the host end is addressed or bridged."""
-    sh(
-        "ip", "link", "add", host_end, "netns", host_ns,
-        "type", "veth", "peer", "name", "eth0", "netns", peer_ns,
-    )  # fmt: skip
-    if host_cidr is None:
-        in_ns(host_ns, "ip", "link", "set", host_end, "master", "vbr0")
-        gateway = "10.88.0.1"
-    else:
-        in_ns(host_ns, "ip", "addr", "add", host_cidr, "dev", host_end)
-        gateway = host_cidr.split("/")[0]
-    in_ns(host_ns, "ip", "link", "set", host_end, "up")
-    in_ns(peer_ns, "ip", "addr", "add", cidr, "dev", "eth0")
-    in_ns(peer_ns, "ip", "link", "set", "eth0", "up")
-    in_ns(peer_ns, "ip", "route", "add", "default", "via", gateway)
-
-
 def iperf(client: str, address: str, port: int, seconds: int) -> float:
     """Received bits per second of one iperf3 run."""
     out = in_ns(client, "iperf3", "-J", "-c", address, "-p", str(port), "-t", str(seconds))
@@ -84,8 +75,8 @@ def bench_throughput(root: Path, seconds: int, runs: int) -> list[tuple[float, f
     try:
         hyprd = Hyprd(host, root)
         hyprd.start()
-        plug(host, server, "vebench", None, f"{SERVER}/16")
-        plug(host, client, "uplink", "192.0.2.1/24", "192.0.2.2/24")
+        plug_endpoint(host, server, "vbr0", f"{SERVER}/16", "10.88.0.1")
+        connect(host, client, "uplink", f"{UPLINK_ADDRESS}/24", f"{UPSTREAM_ADDRESS}/24")
         iperf_server = subprocess.Popen(
             ["ip", "netns", "exec", server, "iperf3", "-s", "-p", str(IPERF_PORT)],
             stdout=subprocess.DEVNULL,
@@ -93,12 +84,12 @@ def bench_throughput(root: Path, seconds: int, runs: int) -> list[tuple[float, f
         in_ns(host, sys.executable, __file__, "--publish-in-namespace")
         # the direct path may enter the network only through a hole made for the benchmark
         in_ns(
-            host, "nft", "insert rule inet hypr forward ip saddr 192.0.2.2 ct status ! dnat accept"
+            host, "nft", f"insert rule inet hypr forward ip saddr {UPSTREAM_ADDRESS} ct status ! dnat accept"
         )
         time.sleep(0.5)  # iperf3 -s is listening by now
         pairs = []
         for run in range(runs):  # in pairs, in turns first, so that load hits both alike
-            paths = [(str(SERVER), IPERF_PORT), ("192.0.2.1", PUBLISHED_PORT)]
+            paths = [(str(SERVER), IPERF_PORT), (UPLINK_ADDRESS, PUBLISHED_PORT)]
             order = paths if run % 2 == 0 else paths[::-1]
             rates = {port: iperf(client, address, port, seconds) for address, port in order}
             pairs.append((rates[IPERF_PORT], rates[PUBLISHED_PORT]))

@@ -12,8 +12,7 @@ import json
 import re
 import shutil
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -31,6 +30,7 @@ from hypr.sandbox import (
     in_ns,
     plug_endpoint,
     sh,
+    wait_for,
 )
 from hypr.state.networks import NetworkRecord
 
@@ -93,20 +93,8 @@ def steered(hyprd: Hyprd) -> dict[str, int]:
     return {address: port for address, port in table.get("elem", [])}
 
 
-def inspect(hyprd: Hyprd, name: str) -> dict:
-    return json.loads(hyprd.ok("inspect", name))[0]
-
-
 def net_id(hyprd: Hyprd, name: str) -> str:
     return str(json.loads(hyprd.ok("network", "inspect", name))[0]["Id"])
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +129,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
         with ThreadPoolExecutor(len(plan)) as pool:
             list(pool.map(run, plan))
-        yield Lab(hyprd, probe, {name: inspect(hyprd, name) for name in plan})
+        yield Lab(hyprd, probe, {name: hyprd.inspect(name) for name in plan})
     finally:
         for name in (ns, upstream, probe):
             delete_netns(name)
@@ -238,7 +226,7 @@ def test_records_follow_the_vm_and_servers_outlive_hyprd(hyprd: Hyprd) -> None:
     assert [d for d, _ in first] == sorted(net_id(hyprd, n)[:12] for n in ("bridge", "net2"))
 
     hyprd.ok("run", "-d", "--name", "web", "busybox", "sleep", "3600")
-    ip = inspect(hyprd, "web")["guest_ip"]
+    ip = hyprd.inspect("web")["guest_ip"]
     assert answers(ns, "10.88.0.1", "web.hypr", port=41003) == [ip]  # there once run returns
     hyprd.ok("run", "-d", "--name", "multi", "--network", "bridge", "--network", "net2",
              "busybox", "sleep", "3600")  # fmt: skip
@@ -250,7 +238,7 @@ def test_records_follow_the_vm_and_servers_outlive_hyprd(hyprd: Hyprd) -> None:
     hyprd.start()
     assert servers_of(hyprd) == with_view  # adopted: exactly one each, the same processes
     assert answers(ns, "10.88.0.1", "web") == [ip]
-    multi = {n["ip"] for n in inspect(hyprd, "multi")["networks"]}
+    multi = {n["ip"] for n in hyprd.inspect("multi")["networks"]}
     assert set(steered(hyprd)) == multi and len(set(steered(hyprd).values())) == 1
 
     # a server that dies is started again
@@ -262,7 +250,7 @@ def test_records_follow_the_vm_and_servers_outlive_hyprd(hyprd: Hyprd) -> None:
     hyprd.ok("stop", "-t", "1", "web")
     assert rcode(dig(ns, "10.88.0.1", "web.hypr")) == "NXDOMAIN"  # gone once stop returns
     hyprd.ok("start", "web")
-    assert answers(ns, "10.88.0.1", "web.hypr") == [inspect(hyprd, "web")["guest_ip"]]
+    assert answers(ns, "10.88.0.1", "web.hypr") == [hyprd.inspect("web")["guest_ip"]]
 
     hyprd.ok("network", "rm", "--force", "net2")  # takes multi off net2, so its view goes
     assert [d for d, _ in servers_of(hyprd)] == [bridge_dir]
@@ -273,7 +261,7 @@ def test_records_follow_the_vm_and_servers_outlive_hyprd(hyprd: Hyprd) -> None:
 @vm
 def test_dhcp_guest_gets_its_ipam_address_and_loses_its_lease_with_the_vm(hyprd: Hyprd) -> None:
     hyprd.ok("run", "-d", "--name", "dh", "--dhcp", "busybox", "sleep", "3600")
-    view = inspect(hyprd, "dh")
+    view = hyprd.inspect("dh")
     assert view["dhcp"] is True
     cmdline = hyprd.ok("exec", "dh", "--", "cat", "/proc/cmdline")
     assert "hypr.net=eth0,dhcp," in cmdline, cmdline  # no static address

@@ -21,15 +21,16 @@ def test_gateway_requires_a_valid_key(hyprd: Hyprd) -> None:
     assert status == 401 and "API key" in json.loads(body)["message"]
     key = hyprd.ok("apikey", "create", "ci").strip()
     assert key.startswith("hypr_")
-    status, body = curl(hyprd, "http://127.0.0.1:41001/networks",
-                        "-H", f"Authorization: Bearer {key}")
+    status, body = curl(
+        hyprd, "http://127.0.0.1:41001/networks", "-H", f"Authorization: Bearer {key}"
+    )
     assert status == 200 and json.loads(body)[0]["Name"] == "bridge"
-    status, _ = curl(hyprd, "http://127.0.0.1:41001/networks",
-                     "-H", "Authorization: Bearer hypr_wrong")
+    status, _ = curl(
+        hyprd, "http://127.0.0.1:41001/networks", "-H", "Authorization: Bearer hypr_wrong"
+    )
     assert status == 401
     # keys are managed over the Unix socket only, even with a valid key
-    status, _ = curl(hyprd, "http://127.0.0.1:41001/apikeys", "-H",
-                     f"Authorization: Bearer {key}")
+    status, _ = curl(hyprd, "http://127.0.0.1:41001/apikeys", "-H", f"Authorization: Bearer {key}")
     assert status == 403
     listing = hyprd.ok("apikey", "ls")
     assert "ci" in listing and key not in listing and "never" not in listing
@@ -38,8 +39,7 @@ def test_gateway_requires_a_valid_key(hyprd: Hyprd) -> None:
     result = hyprd.hypr("apikey", "create", "ci")
     assert result.returncode != 0 and "exists already" in result.stderr
     hyprd.ok("apikey", "rm", "ci")
-    status, _ = curl(hyprd, "http://127.0.0.1:41001/networks",
-                     "-H", f"Authorization: Bearer {key}")
+    status, _ = curl(hyprd, "http://127.0.0.1:41001/networks", "-H", f"Authorization: Bearer {key}")
     assert status == 401
 
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from hypr.cli.vms import ports_text
 from hypr.errors import InvalidArgument
 from hypr.network.ports import ANY_ADDRESS, PortForward, parse_publish
-from hypr.sandbox import BIN, Hyprd, create_netns, delete_netns, in_ns, sh
+from hypr.sandbox import BIN, Hyprd, connect, create_netns, delete_netns, in_ns, sh
 
 HOST = "192.0.2.1"  # hyprd's namespace, as the inside client reaches it
 HOST_OUTSIDE = "198.51.100.1"  # the same namespace, as the outside client reaches it
@@ -187,19 +187,6 @@ class Lab:
         return dict(json.loads(self.hyprd.ok("inspect", name))[0])
 
 
-def plug_client(hyprd: Hyprd, client: str, host_end: str, host_cidr: str, cidr: str) -> None:
-    """A client namespace behind a veth of hyprd's namespace, its default route via hyprd."""
-    sh(
-        "ip", "link", "add", host_end, "netns", hyprd.netns,
-        "type", "veth", "peer", "name", "eth0", "netns", client,
-    )  # fmt: skip
-    in_ns(hyprd.netns, "ip", "addr", "add", host_cidr, "dev", host_end)
-    in_ns(hyprd.netns, "ip", "link", "set", host_end, "up")
-    in_ns(client, "ip", "addr", "add", cidr, "dev", "eth0")
-    in_ns(client, "ip", "link", "set", "eth0", "up")
-    in_ns(client, "ip", "route", "add", "default", "via", host_cidr.split("/")[0])
-
-
 def http(ns: str, host: str, port: int) -> str | None:
     """The body curl gets from a namespace, or None if it got no answer."""
     result = in_ns(ns, "curl", "-s", "-m", "3", f"http://{host}:{port}/", check=False)
@@ -255,8 +242,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory, udp_echo: str) -> Iterator[Lab
             },
         )
         hyprd.start()
-        plug_client(hyprd, inside, "up-in", f"{HOST}/24", "192.0.2.2/24")
-        plug_client(hyprd, outside, "up-out", f"{HOST_OUTSIDE}/24", "198.51.100.2/24")
+        connect(hyprd.netns, inside, "up-in", f"{HOST}/24", "192.0.2.2/24")
+        connect(hyprd.netns, outside, "up-out", f"{HOST_OUTSIDE}/24", "198.51.100.2/24")
         publish = [arg for spec in WEB_PORTS for arg in ("-p", spec)]
         runs = [
             subprocess.Popen(

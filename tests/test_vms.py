@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import re
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from hypr.sandbox import (
     delete_netns,
     in_ns,
     sh,
+    wait_for,
 )
 from tests.conftest import links
 
@@ -40,18 +40,6 @@ class Lab:
     def exec(self, vm: str, *cmd: str) -> tuple[int, str, str]:
         result = self.hyprd.hypr("exec", vm, "--", *cmd)
         return result.returncode, result.stdout, result.stderr
-
-
-def inspect(hyprd: Hyprd, name: str) -> dict:
-    return json.loads(hyprd.ok("inspect", name))[0]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +64,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
         with ThreadPoolExecutor(len(plan)) as pool:
             list(pool.map(run, plan))
-        yield Lab(hyprd, upstream, {name: inspect(hyprd, name) for name in plan})
+        yield Lab(hyprd, upstream, {name: hyprd.inspect(name) for name in plan})
     finally:
         delete_netns(ns)
         delete_netns(upstream)
@@ -180,19 +168,19 @@ def test_stop_start_rm_release_tap_then_address(hyprd: Hyprd) -> None:
     vm_id = hyprd.ok(
         "run", "-d", "--name", "web", "--ip", "10.88.0.50", "busybox", "sleep", "3600"
     ).strip()
-    view = inspect(hyprd, "web")
+    view = hyprd.inspect("web")
     tap = view["tap_name"]
     assert view["guest_ip"] == "10.88.0.50" and tap in links(hyprd.netns)
 
     hyprd.ok("stop", "-t", "1", "web")
-    view = inspect(hyprd, "web")
+    view = hyprd.inspect("web")
     assert view["state"] == "exited" and view["exit_code"] == 143 and view["pid"] is None
     assert view["tap_name"] is None and tap not in links(hyprd.netns)
     assert allocations(hyprd) == [(int.from_bytes(bytes([10, 88, 0, 50])), vm_id)]
     assert hyprd.hypr("exec", "web", "true").returncode != 0
 
     hyprd.ok("start", "web")
-    view = inspect(hyprd, "web")
+    view = hyprd.inspect("web")
     assert view["state"] == "running" and view["guest_ip"] == "10.88.0.50"
     assert view["tap_name"] in links(hyprd.netns)
     assert hyprd.hypr("exec", "web", "true").returncode == 0
@@ -225,8 +213,8 @@ def test_restart_policies(hyprd: Hyprd) -> None:
         "-c",
         "echo run; exit 3",
     )
-    wait_for(lambda: inspect(hyprd, "flaky")["state"] == "exited")
-    view = inspect(hyprd, "flaky")
+    wait_for(lambda: hyprd.inspect("flaky")["state"] == "exited")
+    view = hyprd.inspect("flaky")
     assert (view["exit_code"], view["restarts"]) == (3, 2)
     assert hyprd.ok("logs", "flaky") == "run\n" * 3
 
@@ -242,18 +230,18 @@ def test_restart_policies(hyprd: Hyprd) -> None:
         "-c",
         "sleep 0.3; exit 0",
     )
-    wait_for(lambda: inspect(hyprd, "forever")["restarts"] >= 2)
-    assert inspect(hyprd, "forever")["state"] == "running"
+    wait_for(lambda: hyprd.inspect("forever")["restarts"] >= 2)
+    assert hyprd.inspect("forever")["state"] == "running"
 
     hyprd.ok("run", "-d", "--name", "once", "busybox", "sh", "-c", "exit 0")
-    wait_for(lambda: inspect(hyprd, "once")["state"] == "exited")
-    assert (inspect(hyprd, "once")["exit_code"], inspect(hyprd, "once")["restarts"]) == (0, 0)
+    wait_for(lambda: hyprd.inspect("once")["state"] == "exited")
+    assert (hyprd.inspect("once")["exit_code"], hyprd.inspect("once")["restarts"]) == (0, 0)
 
 
 def test_kill9_of_hyprd_then_adoption(hyprd: Hyprd) -> None:
     hyprd.ok("run", "-d", "--name", "survivor", "busybox", "sleep", "3600")
     hyprd.ok("run", "-d", "--name", "victim", "busybox", "sleep", "3600")
-    survivor, victim = inspect(hyprd, "survivor"), inspect(hyprd, "victim")
+    survivor, victim = hyprd.inspect("survivor"), hyprd.inspect("victim")
     hyprd.stop(signal.SIGKILL)
     # while hyprd is down: one VM's QEMU dies, and a stray hypr TAP appears
     sh("kill", "-9", str(victim["pid"]))
@@ -261,13 +249,13 @@ def test_kill9_of_hyprd_then_adoption(hyprd: Hyprd) -> None:
     in_ns(hyprd.netns, "ip", "link", "set", "tap99", "alias", "hypr:nic:" + "0" * 64)
     hyprd.start()
 
-    wait_for(lambda: inspect(hyprd, "survivor")["state"] == "running")
-    view = inspect(hyprd, "survivor")
+    wait_for(lambda: hyprd.inspect("survivor")["state"] == "running")
+    view = hyprd.inspect("survivor")
     assert view["pid"] == survivor["pid"] and view["tap_name"] == survivor["tap_name"]
     result = hyprd.hypr("exec", "survivor", "cat", "/etc/hostname")
     assert (result.returncode, result.stdout) == (0, "survivor\n")
 
-    view = inspect(hyprd, "victim")
+    view = hyprd.inspect("victim")
     assert view["state"] == "exited" and "not running" in view["error"]
     kernel = links(hyprd.netns)
     assert victim["tap_name"] not in kernel and "tap99" not in kernel
@@ -275,13 +263,13 @@ def test_kill9_of_hyprd_then_adoption(hyprd: Hyprd) -> None:
 
     # the adopted VM's exit is still noticed
     hyprd.ok("stop", "-t", "1", "survivor")
-    assert inspect(hyprd, "survivor")["state"] == "exited"
+    assert hyprd.inspect("survivor")["state"] == "exited"
     assert survivor["tap_name"] not in links(hyprd.netns)
 
 
 def test_network_none_has_no_nic(hyprd: Hyprd) -> None:
     hyprd.ok("run", "-d", "--name", "alone", "--network", "none", "busybox", "sleep", "3600")
-    view = inspect(hyprd, "alone")
+    view = hyprd.inspect("alone")
     assert view["networks"] == [] and view["guest_ip"] is None and view["tap_name"] is None
     out = hyprd.ok("exec", "alone", "ip", "-o", "link")
     assert [line.split(":")[1].strip() for line in out.splitlines()] == ["lo"]
@@ -332,7 +320,7 @@ def test_mac_in_use_and_exec_into_stopped_vm(hyprd: Hyprd) -> None:
     )
     result = hyprd.hypr("run", "-d", "--mac", "02:fc:00:00:00:01", "busybox")
     assert result.returncode != 0 and "already in use" in result.stderr
-    wait_for(lambda: inspect(hyprd, "m1")["state"] == "exited")
+    wait_for(lambda: hyprd.inspect("m1")["state"] == "exited")
     result = hyprd.hypr("exec", "m1", "true")
     assert result.returncode != 0 and "not running" in result.stderr
 
@@ -345,7 +333,7 @@ def test_boot_failure_ends_exited_with_reason_and_releases(hyprd: Hyprd) -> None
     result = hyprd.hypr("run", "-d", "--name", "doomed", "broken")
     assert result.returncode != 0
     assert "failed to boot" in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    view = inspect(hyprd, "doomed")
+    view = hyprd.inspect("doomed")
     assert view["state"] == "exited" and view["error"]
     assert view["tap_name"] is None and view["guest_ip"] is None
     assert allocations(hyprd) == []

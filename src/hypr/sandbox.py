@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,10 @@ class Hyprd:
     def ok(self, *args: str, input: str | None = None) -> str:
         return self.hypr(*args, check=True, input=input).stdout
 
+    def inspect(self, vm: str) -> dict[str, Any]:
+        """`hypr inspect` of one VM."""
+        return dict(json.loads(self.ok("inspect", vm))[0])
+
     def nft(self) -> list[dict[str, Any]]:
         """The namespace's whole ruleset, as `nft -j` shows it."""
         out = in_ns(self.netns, "nft", "-j", "list", "ruleset").stdout
@@ -149,6 +154,15 @@ class Hyprd:
     def db_rows(self, query: str) -> list[tuple[Any, ...]]:
         with sqlite3.connect(self.data_dir / "hypr.db") as conn:
             return conn.execute(query).fetchall()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60, every: float = 0.1) -> None:
+    """Poll until `predicate` holds; fail the caller after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(every)
 
 
 # The uplink between a daemon's namespace and an "upstream" namespace (TEST-NET-1 addresses).
@@ -162,14 +176,24 @@ def veth(ns_a: str, name_a: str, ns_b: str, name_b: str) -> None:
        "peer", "name", name_b, "netns", ns_b)  # fmt: skip
 
 
+def connect(
+    ns: str, peer: str, host_end: str, host_cidr: str, peer_cidr: str, route: bool = True
+) -> None:
+    """A routed link from `ns` to `peer`: `host_end` in `ns`, eth0 in `peer`, and (with
+    `route`) the peer's default route through `ns`."""
+    veth(ns, host_end, peer, "eth0")
+    in_ns(ns, "ip", "addr", "add", host_cidr, "dev", host_end)
+    in_ns(ns, "ip", "link", "set", host_end, "up")
+    in_ns(peer, "ip", "addr", "add", peer_cidr, "dev", "eth0")
+    in_ns(peer, "ip", "link", "set", "eth0", "up")
+    if route:
+        in_ns(peer, "ip", "route", "add", "default", "via", host_cidr.split("/")[0])
+
+
 def add_upstream(ns: str, upstream: str) -> None:
     """Put `upstream` behind an uplink of `ns`, as the internet would be: it has no route
     back to hypr's subnets, so only masquerade lets it answer a VM."""
-    veth(ns, "uplink", upstream, "eth0")
-    in_ns(ns, "ip", "addr", "add", f"{UPLINK_ADDRESS}/24", "dev", "uplink")
-    in_ns(ns, "ip", "link", "set", "uplink", "up")
-    in_ns(upstream, "ip", "addr", "add", f"{UPSTREAM_ADDRESS}/24", "dev", "eth0")
-    in_ns(upstream, "ip", "link", "set", "eth0", "up")
+    connect(ns, upstream, "uplink", f"{UPLINK_ADDRESS}/24", f"{UPSTREAM_ADDRESS}/24", route=False)
 
 
 def plug_endpoint(ns: str, endpoint: str, bridge: str, address: str, gateway: str) -> None:

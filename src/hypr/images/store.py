@@ -58,8 +58,10 @@ class ImageStore:
         for image in self.all():
             if image.name == name and image.tag == tag:
                 return image
-        raise NotFound(f"image {reference} not found (available: "
-                       f"{', '.join(i.reference for i in self.all()) or 'none'})")
+        raise NotFound(
+            f"image {reference} not found (available: "
+            f"{', '.join(i.reference for i in self.all()) or 'none'})"
+        )
 
 
 def _load(manifest: Path) -> Image:

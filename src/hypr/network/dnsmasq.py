@@ -18,6 +18,8 @@ import signal
 import time
 from pathlib import Path
 
+from hypr.process import wait_exit
+
 log = logging.getLogger(__name__)
 
 CONF = "dnsmasq.conf"
@@ -143,7 +145,7 @@ class Dnsmasq:
         started = time.monotonic()
         while True:
             if self.pid is not None:
-                await _wait_exit(self.pid)
+                await wait_exit(self.pid)
             if time.monotonic() - started > STABLE_AFTER:
                 backoff = 0.1
             log.warning("dnsmasq for %s is not running; starting it in %.1fs", self.label, backoff)
@@ -166,37 +168,16 @@ def _is_ours(pid: int, conf_path: Path) -> bool:
     return f"--conf-file={conf_path}".encode() in argv
 
 
-async def _wait_exit(pid: int) -> None:
-    """Return once `pid` has exited; it need not be our child."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    loop = asyncio.get_running_loop()
-    exited: asyncio.Future[None] = loop.create_future()
-
-    def readable() -> None:
-        if not exited.done():
-            exited.set_result(None)
-
-    loop.add_reader(pidfd, readable)
-    try:
-        await exited
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-
-
 async def _terminate(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     try:
         async with asyncio.timeout(STOP_TIMEOUT):
-            await _wait_exit(pid)
+            await wait_exit(pid)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        await _wait_exit(pid)
+        await wait_exit(pid)
 
 
 def _read(path: Path) -> str | None:

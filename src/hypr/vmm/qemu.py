@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hypr.guest.spec import BASE_CMDLINE, FAST_CMDLINE, kernel_cmdline, spec_cpio, tcg_cmdline
+from hypr.process import wait_exit
 from hypr.vmm.adapter import Accel, CommandSpec, VmConfig, VmHandle
 
 log = logging.getLogger(__name__)
@@ -198,25 +199,7 @@ class QemuAdapter:
 
     async def wait(self, handle: VmHandle) -> None:
         """Return once QEMU has exited; reaps it when it is our child."""
-        try:
-            pidfd = os.pidfd_open(handle.pid)
-        except ProcessLookupError:
-            self._reap(handle.pid)
-            return
-        loop = asyncio.get_running_loop()
-        exited = loop.create_future()
-
-        def readable() -> None:
-            if not exited.done():
-                exited.set_result(None)
-
-        loop.add_reader(pidfd, readable)
-        try:
-            if not self._reap(handle.pid):
-                await exited
-        finally:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
+        await wait_exit(handle.pid)
         self._reap(handle.pid)
 
     def is_alive(self, handle: VmHandle) -> bool:

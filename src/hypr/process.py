@@ -1,0 +1,28 @@
+"""Waiting on processes that hyprd did not necessarily start (adopted QEMU and dnsmasq)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+
+async def wait_exit(pid: int) -> None:
+    """Return once `pid` has exited. A pidfd works for any process, not only our children
+    (a child that exited counts even before it is reaped)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, readable)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
