@@ -83,9 +83,8 @@ def bench_throughput(root: Path, seconds: int, runs: int) -> list[tuple[float, f
         )
         in_ns(host, sys.executable, __file__, "--publish-in-namespace")
         # the direct path may enter the network only through a hole made for the benchmark
-        in_ns(
-            host, "nft", f"insert rule inet hypr forward ip saddr {UPSTREAM_ADDRESS} ct status ! dnat accept"
-        )
+        hole = f"insert rule inet hypr forward ip saddr {UPSTREAM_ADDRESS} ct status ! dnat accept"
+        in_ns(host, "nft", hole)
         time.sleep(0.5)  # iperf3 -s is listening by now
         pairs = []
         for run in range(runs):  # in pairs, in turns first, so that load hits both alike
