@@ -163,12 +163,8 @@ def test_zz_down_leaves_nothing_behind(stack: Stack) -> None:
     assert not any(name.startswith(("tap", "vbr1", "vbr2")) for name in kernel)
     ruleset = hyprd.nft()
     assert nft_set_elements(ruleset, "bridges") == ["vbr0"]
-    dnsmasqs = [
-        line
-        for line in in_ns(hyprd.netns, "ps", "-eo", "args").stdout.splitlines()
-        if line.startswith("dnsmasq")
-    ]
-    assert len(dnsmasqs) == 1  # only the default network's server is left
+    (default,) = json.loads(hyprd.ok("network", "inspect", "bridge"))
+    assert [name for name, _ in hyprd.dns_servers()] == [default["Id"][:12]]
 
 
 # --- failures -------------------------------------------------------------------------

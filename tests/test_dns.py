@@ -71,21 +71,6 @@ def rcode(output: str) -> str | None:
     return found.group(1) if found else None
 
 
-def servers_of(hyprd: Hyprd) -> list[tuple[str, int]]:
-    """(directory name, pid) of every dnsmasq process of this daemon."""
-    prefix = f"--conf-file={hyprd.run_dir / 'dns'}/"
-    found = []
-    for pid in sh("ip", "netns", "pids", hyprd.netns, check=False).stdout.split():
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-        except OSError:
-            continue
-        for arg in argv:
-            if arg.startswith(prefix):
-                found.append((Path(arg.removeprefix("--conf-file=")).parent.name, int(pid)))
-    return sorted(found)
-
-
 def steered(hyprd: Hyprd) -> dict[str, int]:
     """The firewall's map of VM addresses whose queries go to a view's port."""
     out = in_ns(hyprd.netns, "nft", "-j", "list", "map", "inet", "hypr", "dns_views").stdout
@@ -222,7 +207,7 @@ def test_dns_command_lists_the_servers(lab: Lab) -> None:
 def test_records_follow_the_vm_and_servers_outlive_hyprd(hyprd: Hyprd) -> None:
     ns = hyprd.netns
     hyprd.ok("network", "create", "net2", "--subnet", "10.89.0.0/24")
-    first = servers_of(hyprd)
+    first = hyprd.dns_servers()
     assert [d for d, _ in first] == sorted(net_id(hyprd, n)[:12] for n in ("bridge", "net2"))
 
     hyprd.ok("run", "-d", "--name", "web", "busybox", "sleep", "3600")
@@ -230,13 +215,13 @@ def test_records_follow_the_vm_and_servers_outlive_hyprd(hyprd: Hyprd) -> None:
     assert answers(ns, "10.88.0.1", "web.hypr", port=41003) == [ip]  # there once run returns
     hyprd.ok("run", "-d", "--name", "multi", "--network", "bridge", "--network", "net2",
              "busybox", "sleep", "3600")  # fmt: skip
-    with_view = servers_of(hyprd)
+    with_view = hyprd.dns_servers()
     assert len(with_view) == 3 and set(first) < set(with_view)  # a view; no server restarted
 
     hyprd.stop(signal.SIGKILL)
     assert answers(ns, "10.88.0.1", "web") == [ip]  # the servers answer while hyprd is down
     hyprd.start()
-    assert servers_of(hyprd) == with_view  # adopted: exactly one each, the same processes
+    assert hyprd.dns_servers() == with_view  # adopted: exactly one each, the same processes
     assert answers(ns, "10.88.0.1", "web") == [ip]
     multi = {n["ip"] for n in hyprd.inspect("multi")["networks"]}
     assert set(steered(hyprd)) == multi and len(set(steered(hyprd).values())) == 1
@@ -245,7 +230,7 @@ def test_records_follow_the_vm_and_servers_outlive_hyprd(hyprd: Hyprd) -> None:
     bridge_dir = net_id(hyprd, "bridge")[:12]
     sh("kill", "-9", str(dict(with_view)[bridge_dir]))
     wait_for(lambda: answers(ns, "10.88.0.1", "web") == [ip])
-    assert len(servers_of(hyprd)) == 3
+    assert len(hyprd.dns_servers()) == 3
 
     hyprd.ok("stop", "-t", "1", "web")
     assert rcode(dig(ns, "10.88.0.1", "web.hypr")) == "NXDOMAIN"  # gone once stop returns
@@ -253,7 +238,7 @@ def test_records_follow_the_vm_and_servers_outlive_hyprd(hyprd: Hyprd) -> None:
     assert answers(ns, "10.88.0.1", "web.hypr") == [hyprd.inspect("web")["guest_ip"]]
 
     hyprd.ok("network", "rm", "--force", "net2")  # takes multi off net2, so its view goes
-    assert [d for d, _ in servers_of(hyprd)] == [bridge_dir]
+    assert [d for d, _ in hyprd.dns_servers()] == [bridge_dir]
     assert [p.name for p in (hyprd.run_dir / "dns").iterdir()] == [bridge_dir]
     assert steered(hyprd) == {}
 

@@ -82,6 +82,7 @@ class Hyprd:
         return self.run_dir / "hypr.sock"
 
     def start(self, timeout: float = 60) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.netns, str(BIN / "hyprd")],
@@ -145,6 +146,20 @@ class Hyprd:
     def inspect(self, vm: str) -> dict[str, Any]:
         """`hypr inspect` of one VM."""
         return dict(json.loads(self.ok("inspect", vm))[0])
+
+    def dns_servers(self) -> list[tuple[str, int]]:
+        """(directory name, pid) of every dnsmasq process of this daemon."""
+        prefix = f"--conf-file={self.run_dir / 'dns'}/"
+        found = []
+        for pid in sh("ip", "netns", "pids", self.netns, check=False).stdout.split():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+            except OSError:
+                continue
+            for arg in argv:
+                if arg.startswith(prefix):
+                    found.append((Path(arg.removeprefix("--conf-file=")).parent.name, int(pid)))
+        return sorted(found)
 
     def nft(self) -> list[dict[str, Any]]:
         """The namespace's whole ruleset, as `nft -j` shows it."""
