@@ -114,7 +114,7 @@ def bench_start(root: Path, runs: int) -> None:
 
 NETSETUP_SCRIPT = """
 import asyncio, json, sys, time
-from pathlib import Path
+from ipaddress import IPv4Address, IPv4Network
 from pyroute2 import AsyncIPRoute
 from hypr.network.bridge import ensure_bridge
 from hypr.network.ipam import Ipam
