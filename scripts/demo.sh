@@ -33,15 +33,18 @@ step $HYPR network create backend --internal --subnet 10.90.0.0/24
 step $HYPR network ls
 step $HYPR network inspect backend
 step $HYPR images
-step $HYPR run -d --name web --network frontend busybox httpd -f -v
+step $HYPR run -d --name web --network frontend -p 8080:80 busybox \
+    sh -c 'echo hello from the web VM > /index.html; exec httpd -f -h /'
 step $HYPR run -d --name api --network frontend --network backend busybox sleep 3600
 step $HYPR run -d --name db --network backend --ip 10.90.0.10 busybox sleep 3600
 step $HYPR ps
 step $HYPR exec api -- ip -o -4 addr
-WEB_IP=$($HYPR inspect web | sed -n 's/.*"guest_ip": "\(.*\)".*/\1/p')
-step $HYPR exec api -- ping -c 1 -W 2 "$WEB_IP"
-step $HYPR exec api -- ping -c 1 -W 2 10.90.0.10
-echo "(web and db share no network, so web cannot reach db:)"
+step $HYPR exec api -- nslookup db
+step $HYPR exec api -- ping -c 1 -W 2 web.hypr
+step $HYPR exec api -- wget -qO- http://web/
+step ip netns exec "$NS" curl -s http://127.0.0.1:8080/
+echo "(web and db share no network, so web can neither resolve nor reach db:)"
+step sh -c "$HYPR exec web -- nslookup db || echo 'db: no such name here, as it should be'"
 step sh -c "$HYPR exec web -- ping -c 1 -W 2 10.90.0.10 || echo 'unreachable, as it should be'"
 step $HYPR run --rm --network backend busybox sh -c 'echo hello from a VM with its own kernel: $(uname -r)'
 step ip netns exec "$NS" ip -br link show type bridge
@@ -50,6 +53,35 @@ step $HYPR stop -t 2 web api db
 step $HYPR ps -a
 step $HYPR rm web api db
 step $HYPR network rm frontend backend
+
+cat > "$WORK/compose.yaml" <<'YAML'
+services:
+  web:
+    image: busybox
+    command: ["sh", "-c", "echo hello from compose > /index.html; exec httpd -f -h /"]
+    ports: ["8081:80"]
+    networks: [frontend]
+  api:
+    image: busybox
+    command: sleep 3600
+    networks: [frontend, backend]
+    depends_on:
+      db: {condition: service_healthy}
+  db:
+    image: busybox
+    command: sleep 3600
+    networks: [backend]
+    healthcheck: {test: ["CMD", "true"], interval: 1s}
+networks:
+  frontend:
+  backend: {internal: true}
+YAML
+step cat "$WORK/compose.yaml"
+step $HYPR compose -f "$WORK/compose.yaml" -p shop up -d
+step $HYPR compose -f "$WORK/compose.yaml" -p shop ps
+step $HYPR compose -f "$WORK/compose.yaml" -p shop exec api -- wget -qO- http://web/
+step ip netns exec "$NS" curl -s http://127.0.0.1:8081/
+step $HYPR compose -f "$WORK/compose.yaml" -p shop down
 step $HYPR info
 echo
 echo "demo finished; namespace $NS and everything in it is removed now"
