@@ -12,6 +12,7 @@ HYPR=.venv/bin/hypr
 
 cleanup() {
     set +e
+    [ -n "${HYPRD:-}" ] && kill -TERM "$HYPRD" 2>/dev/null && wait "$HYPRD" 2>/dev/null
     for pid in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
     sleep 0.2
     ip netns del "$NS" 2>/dev/null
@@ -24,6 +25,7 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 ip netns add "$NS"
 ip netns exec "$NS" ip link set lo up
 ip netns exec "$NS" .venv/bin/hyprd 2>"$WORK/hyprd.log" &
+HYPRD=$!
 for _ in $(seq 100); do $HYPR version >/dev/null 2>&1 && break; sleep 0.1; done
 
 step $HYPR version

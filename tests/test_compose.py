@@ -105,6 +105,7 @@ def test_up_waits_for_health_and_names_things_like_compose(stack: Stack) -> None
     assert vm(stack, "db")["guest_ip"] == "10.90.0.10"
     ps = stack.compose("ps").stdout
     assert "(healthy)" in next(line for line in ps.splitlines() if "shop-db-1" in line)
+    assert "0.0.0.0:8080->80/tcp" in next(line for line in ps.splitlines() if "shop-web-1" in line)
 
 
 def test_web_is_published_on_8080(stack: Stack) -> None:

@@ -15,7 +15,7 @@ import yaml
 from hypr.cli.client import ClientError
 from hypr.cli.context import api
 from hypr.cli.output import print_table
-from hypr.cli.vms import copy_logs, run_exec, status_text
+from hypr.cli.vms import copy_logs, ports_text, run_exec, status_text
 from hypr.compose.project import find_compose_file, load_project, project_name, read_document
 from hypr.errors import HyprError
 
@@ -140,7 +140,7 @@ def ps() -> None:
                 service,
                 status,
                 vm["guest_ip"] or "",
-                ", ".join(vm.get("port_bindings", [])),
+                ports_text(vm["ports"]),
             ]
         )
     print_table(["NAME", "SERVICE", "STATUS", "IP", "PORTS"], rows)
