@@ -7,6 +7,7 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
@@ -92,28 +93,10 @@ def vm_view(daemon: Daemon, vm: VmRecord) -> VmView:
 @router.post("/vms", status_code=201)
 async def run_vm(body: RunRequestBody, request: Request) -> VmView:
     daemon = daemon_of(request)
-    networks = (
-        [NetworkAttachment(n.network, n.ip, n.mac) for n in body.networks]
-        if body.networks is not None
-        else [NetworkAttachment("bridge")]
-    )
-    req = RunRequest(
-        image=body.image,
-        name=body.name,
-        command=body.command,
-        entrypoint=body.entrypoint,
-        env=body.env,
-        networks=networks,
-        vcpus=body.vcpus,
-        memory_mib=body.memory_mib,
-        restart=body.restart,
-        workdir=body.workdir,
-        dhcp=body.dhcp,
-        auto_remove=body.auto_remove,
-        labels=body.labels,
-        ports=body.ports,
-        ssh=body.ssh,
-    )
+    # The body's fields are RunRequest's, but for the attachments and `start`.
+    req = RunRequest(**body.model_dump(exclude={"networks", "start"}))
+    if body.networks is not None:
+        req = replace(req, networks=[NetworkAttachment(**n.model_dump()) for n in body.networks])
     vm = daemon.vms.create(req) if not body.start else await daemon.vms.run(req)
     return vm_view(daemon, daemon.vms.rows.get(vm.id) or vm)
 

@@ -184,12 +184,8 @@ class Service(ComposeModel):
     @field_validator("env_file", mode="before")
     @classmethod
     def _env_file(cls, value: Any) -> list[Any]:
-        return [value] if isinstance(value, str | dict) else value
-
-    @field_validator("env_file", mode="before")
-    @classmethod
-    def _env_file_items(cls, value: Any) -> list[Any]:
-        return [{"path": item} if isinstance(item, str) else item for item in value]
+        items = [value] if isinstance(value, str | dict) else value
+        return [{"path": item} if isinstance(item, str) else item for item in items]
 
     @field_validator("ports", mode="before")
     @classmethod
@@ -198,23 +194,15 @@ class Service(ComposeModel):
             raise ValueError("expected a list")
         return value
 
-    @field_validator("networks", mode="before")
+    @field_validator("networks", "depends_on", mode="before")
     @classmethod
-    def _networks(cls, value: Any) -> dict[str, Any]:
+    def _names_or_mapping(cls, value: Any) -> dict[str, Any]:
+        """`[a, b]` means `{a: {}, b: {}}`, as in the compose spec."""
         if isinstance(value, list):
             return {str(name): {} for name in value}
         if isinstance(value, dict):
             return {str(k): v or {} for k, v in value.items()}
-        raise ValueError("expected a list of network names or a mapping")
-
-    @field_validator("depends_on", mode="before")
-    @classmethod
-    def _depends_on(cls, value: Any) -> dict[str, Any]:
-        if isinstance(value, list):
-            return {str(name): {} for name in value}
-        if isinstance(value, dict):
-            return {str(k): v or {} for k, v in value.items()}
-        raise ValueError("expected a list of service names or a mapping")
+        raise ValueError("expected a list of names or a mapping")
 
     @field_validator("mem_limit", mode="before")
     @classmethod
