@@ -113,6 +113,7 @@ class IpamModel(RuleBasedStateMachine):
     def agrees(self) -> None:
         assert set(self.ipam.allocations(self.net)) == self.used
         assert self.ipam.free_count(self.net) == len(self.free)
+        assert self.ipam.allocated_count(self.net) == len(self.used)
 
 
 TestIpamModel = IpamModel.TestCase

@@ -114,6 +114,13 @@ class Ipam:
         ).fetchall()
         return {IPv4Address(row["address"]): row["owner"] for row in rows}
 
+    def allocated_count(self, network_id: str) -> int:
+        """How many addresses of the network are handed out (an index count, no rows read)."""
+        row = self.db.conn.execute(
+            "SELECT COUNT(*) FROM ip_allocations WHERE network_id = ?", (network_id,)
+        ).fetchone()
+        return int(row[0])
+
     def free_count(self, network_id: str) -> int:
         """How many addresses the pool can still give."""
         row = self.db.conn.execute(

@@ -82,7 +82,7 @@ class NetworkManager:
         return net
 
     def attached_count(self, network_id: str) -> int:
-        return len(self.ipam.allocations(network_id))
+        return self.ipam.allocated_count(network_id)
 
     # --- start-up ------------------------------------------------------------------------
 
