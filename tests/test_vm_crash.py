@@ -27,14 +27,14 @@ SETTLED = ("running", "exited", "created")
 
 
 def qemu_pids(hyprd: Hyprd) -> list[int]:
-    """Hypervisors running in the daemon's namespace."""
+    """Hypervisors of VMs running in the daemon's namespace (not the accelerator probe's)."""
     found = []
     for pid in sh("ip", "netns", "pids", hyprd.netns, check=False).stdout.split():
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].endswith(b"qemu-system-x86_64"):
+        if argv[0].endswith(b"qemu-system-x86_64") and b"-name" in argv:
             found.append(int(pid))
     return sorted(found)
 
