@@ -23,9 +23,10 @@ from hypr.images.store import Image, ImageStore
 from hypr.network.dns import DnsService
 from hypr.network.firewall import NftablesFirewall
 from hypr.network.ipam import Ipam
-from hypr.network.manager import NetworkManager
+from hypr.network.manager import NetworkManager, NetworkRequest
 from hypr.state.apikeys import ApiKeyRepository
 from hypr.state.db import Database
+from hypr.state.networks import NetworkRecord
 from hypr.state.vms import Endpoint, VmRecord
 from hypr.vmm.qemu import QemuAdapter
 
@@ -129,6 +130,23 @@ class Daemon:
 
     def images_all(self) -> list[Image]:
         return self.images.all()
+
+    # --- network facade ------------------------------------------------------------------
+
+    def network_list(self) -> list[NetworkRecord]:
+        return self.networks.all()
+
+    def network(self, ref: str) -> NetworkRecord:
+        return self.networks.get(ref)
+
+    async def create_network(self, req: NetworkRequest) -> NetworkRecord:
+        return await self.networks.create(req)
+
+    async def remove_network(self, ref: str, force: bool) -> None:
+        await self.networks.remove(ref, force=force)
+
+    async def prune_networks(self) -> list[NetworkRecord]:
+        return await self.networks.prune()
 
     # --- counts --------------------------------------------------------------------------
 
