@@ -254,7 +254,10 @@ class VmManager:
         are released and the VM is left exited with the reason."""
         image = self.images.get(vm.image)
         accel = await self.accel.wait()
-        prior = (vm.state, vm.started_at)
+        prior = {
+            "state": vm.state, "started_at": vm.started_at, "finished_at": vm.finished_at,
+            "exit_code": vm.exit_code, "error": vm.error,
+        }  # fmt: skip
         self.rows.update(
             vm.id, state="starting", pid=None, started_at=now_rfc3339(),
             finished_at=None, exit_code=None, error=None,
@@ -270,7 +273,7 @@ class VmManager:
                 await observer.vm_starting(vm)
         except BaseException:
             await self._undo_boot(vm.id)
-            self.rows.update(vm.id, state=prior[0], started_at=prior[1])
+            self.rows.update(vm.id, **prior)  # nothing was made: as it was
             raise
         faults.point(RUN_TAPS)
         config = VmConfig(
