@@ -34,7 +34,6 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from hypr.daemon.ports import PortForwarder
-from hypr.daemon.vms import RunRequest
 from hypr.network.firewall import NftablesFirewall
 from hypr.network.ports import ANY_ADDRESS, PortForward
 from hypr.sandbox import (
@@ -49,7 +48,7 @@ from hypr.sandbox import (
 )
 from hypr.state.db import Database
 from hypr.state.networks import NetworkRecord, NetworkRepository
-from hypr.state.vms import NicRecord, VmRecord, VmRepository, VmSpec
+from hypr.state.vms import NicRecord, PublishRequest, VmRecord, VmRepository, VmSpec
 
 SERVER = IPv4Address("10.88.0.200")
 IPERF_PORT = 5201
@@ -144,7 +143,7 @@ class Fleet:
         )  # fmt: skip
         with self.db.transaction():
             self.rows.add(vm)
-            self.forwarder.vm_created(vm, RunRequest(image="busybox", ports=[f"{span}:{span}"]))
+            self.forwarder.vm_created(vm, PublishRequest(ports=(f"{span}:{span}",)))
         await self.forwarder.vm_starting(vm)
         return vm
 

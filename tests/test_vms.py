@@ -359,3 +359,37 @@ def test_daemon_log_file_is_under_data_dir(hyprd: Hyprd) -> None:
     vm_id = hyprd.ok("run", "-d", "busybox", "sh", "-c", "echo persisted").strip()
     wait_for(lambda: Path(hyprd.data_dir / "logs" / f"{vm_id}.log").exists())
     wait_for(lambda: "persisted" in (hyprd.data_dir / "logs" / f"{vm_id}.log").read_text())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("env", ["A=b\0c"]),
+        ("command", ["sh", "-c", "echo\0x"]),
+        ("entrypoint", ["/bin/sh\0"]),
+        ("workdir", "/tmp\0x"),
+        ("hostname", "h\0st"),
+        ("labels", {"k": "v\0"}),
+    ],
+)
+def test_nul_byte_is_refused_at_create(hyprd: Hyprd, field: str, value: object) -> None:
+    with hyprd.api() as api:
+        response = api.post("/vms", json={"image": "busybox", "start": False, field: value})
+    assert response.status_code == 400
+    message = response.json()["message"]
+    assert "NUL" in message and len(message.splitlines()) == 1
+    assert hyprd.db_rows("SELECT id FROM vms") == []
+
+
+def test_empty_ref_and_negative_stop_timeout_are_refused(hyprd: Hyprd) -> None:
+    result = hyprd.hypr("inspect", "")
+    assert result.returncode != 0 and "no such VM" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+    with hyprd.api() as api:
+        created = {"image": "busybox", "name": "x", "start": False}
+        assert api.post("/vms", json=created).status_code == 201
+        for timeout in ("-5", "1e9", "nan"):
+            response = api.post("/vms/x/stop", params={"timeout": timeout})
+            assert response.status_code == 400, timeout
+            assert "timeout" in response.json()["message"]
+        assert api.post("/vms/x/stop", params={"timeout": "0"}).status_code == 200

@@ -99,33 +99,6 @@ class HyprModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class NetworkAttachmentBody(HyprModel):
-    network: str
-    ip: str | None = None
-    mac: str | None = None
-
-
-class RunRequestBody(HyprModel):
-    image: str
-    name: str | None = None
-    command: list[str] | None = None
-    entrypoint: list[str] | None = None
-    env: list[str] = Field(default_factory=list)
-    # None means the default network; [] means no network at all.
-    networks: list[NetworkAttachmentBody] | None = None
-    vcpus: int = 1
-    memory_mib: int = 256
-    restart: str = "no"
-    workdir: str | None = None
-    dhcp: bool = False
-    auto_remove: bool = False
-    labels: dict[str, str] = Field(default_factory=dict)
-    # `-p` specs: "[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]", ports may be ranges.
-    ports: list[str] = Field(default_factory=list)
-    ssh: bool = False
-    start: bool = True
-
-
 class PortView(BaseModel):
     protocol: str
     host_ip: str

@@ -49,13 +49,13 @@ def network_view(daemon: Daemon, net: NetworkRecord) -> NetworkView:
 @router.get("")
 async def list_networks(request: Request) -> list[NetworkView]:
     daemon = daemon_of(request)
-    return [network_view(daemon, net) for net in daemon.networks.all()]
+    return [network_view(daemon, net) for net in daemon.network_list()]
 
 
 @router.get("/{ref}")
 async def inspect_network(ref: str, request: Request) -> NetworkView:
     daemon = daemon_of(request)
-    return network_view(daemon, daemon.networks.get(ref))
+    return network_view(daemon, daemon.network(ref))
 
 
 @router.post("/create", status_code=201)
@@ -68,7 +68,7 @@ async def create_network(body: NetworkCreateRequest, request: Request) -> Networ
     pool = pools[0] if pools else None
     if pool is not None and pool.IPRange is not None:
         raise InvalidArgument("IPAM IPRange is not supported")
-    net = await daemon_of(request).networks.create(
+    net = await daemon_of(request).create_network(
         NetworkRequest(
             name=body.Name,
             subnet=pool.Subnet if pool else None,
@@ -83,10 +83,10 @@ async def create_network(body: NetworkCreateRequest, request: Request) -> Networ
 
 @router.delete("/{ref}", status_code=204)
 async def remove_network(ref: str, request: Request, force: bool = False) -> None:
-    await daemon_of(request).networks.remove(ref, force=force)
+    await daemon_of(request).remove_network(ref, force=force)
 
 
 @router.post("/prune")
 async def prune_networks(request: Request) -> PruneResponse:
-    removed = await daemon_of(request).networks.prune()
+    removed = await daemon_of(request).prune_networks()
     return PruneResponse(NetworksDeleted=[net.name for net in removed])

@@ -84,7 +84,7 @@ def _stack_view(request: Request, name: str) -> StackView:
         name=name,
         services={
             vm.spec.labels.get(SERVICE_LABEL, vm.name): {
-                **vm_view(daemon, vm).model_dump(),
+                **vm_view(daemon.vm_details(vm)).model_dump(),
                 "health": stacks.health_of(vm.id),
             }
             for vm in vms

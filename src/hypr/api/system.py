@@ -44,7 +44,7 @@ async def info(request: Request) -> InfoView:
         AssetsDir=str(s.assets_dir),
         Accelerator=daemon.accel,
         DefaultSubnet=str(s.default_subnet),
-        Networks=len(daemon.networks.all()),
+        Networks=len(daemon.network_list()),
         VMs=counts.total,
         VMsRunning=counts.running,
         SshPortRange=f"{s.ssh_port_min}-{s.ssh_port_max}",

@@ -7,9 +7,9 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from typing import Annotated
 
-from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
 from hypr.api.deps import daemon_of
@@ -19,37 +19,34 @@ from hypr.api.models import (
     ImageView,
     NicView,
     PortView,
-    RunRequestBody,
     VmView,
     WaitResponse,
 )
-from hypr.daemon.service import Daemon
-from hypr.daemon.vms import NetworkAttachment, RunRequest
-from hypr.errors import HyprError
+from hypr.daemon.requests import RunRequest
+from hypr.daemon.service import MAX_STOP_TIMEOUT, Daemon
+from hypr.daemon.views import VmDetails
+from hypr.errors import HyprError, NotFound
 from hypr.guest.protocol import AgentDisconnected
-from hypr.state.vms import VmRecord
 
 router = APIRouter(tags=["vms"])
 LOG_POLL_SECONDS = 0.05
 
 
-def vm_view(daemon: Daemon, vm: VmRecord) -> VmView:
-    nics = []
-    for nic in vm.nics:
-        net = daemon.networks.repo.find(nic.network_id)
-        nics.append(
-            NicView(
-                network=net.name if net else nic.network_id,
-                network_id=nic.network_id,
-                ip=str(nic.address) if nic.address else None,
-                prefix_len=net.subnet.prefixlen if net else None,
-                gateway=str(net.gateway) if net else None,
-                mac=nic.mac,
-                tap=nic.tap,
-            )
+def vm_view(details: VmDetails) -> VmView:
+    vm = details.vm
+    nics = [
+        NicView(
+            network=nic.network,
+            network_id=nic.network_id,
+            ip=str(nic.ip) if nic.ip else None,
+            prefix_len=nic.prefix_len,
+            gateway=str(nic.gateway) if nic.gateway else None,
+            mac=nic.mac,
+            tap=nic.tap,
         )
+        for nic in details.nics
+    ]
     first = nics[0] if nics else None
-    forwards = daemon.ports.forwards(vm.id)
     return VmView(
         id=vm.id,
         name=vm.name,
@@ -83,60 +80,57 @@ def vm_view(daemon: Daemon, vm: VmRecord) -> VmView:
                 host_port=fwd.host_port,
                 guest_port=fwd.guest_port,
             )
-            for fwd in forwards
+            for fwd in details.forwards
         ],
-        ssh_port=next((fwd.host_port for fwd in forwards if fwd.ssh), None),
-        log_path=str(daemon.vms.log_path(vm.id)),
+        ssh_port=details.ssh_port,
+        log_path=str(details.log_path),
     )
 
 
 @router.post("/vms", status_code=201)
-async def run_vm(body: RunRequestBody, request: Request) -> VmView:
-    daemon = daemon_of(request)
-    # The body's fields are RunRequest's, but for the attachments and `start`.
-    req = RunRequest(**body.model_dump(exclude={"networks", "start"}))
-    if body.networks is not None:
-        req = replace(req, networks=[NetworkAttachment(**n.model_dump()) for n in body.networks])
-    vm = daemon.vms.create(req) if not body.start else await daemon.vms.run(req)
-    return vm_view(daemon, daemon.vms.rows.get(vm.id) or vm)
+async def run_vm(body: RunRequest, request: Request) -> VmView:
+    """The body is the daemon's RunRequest itself; `start: false` only creates."""
+    return vm_view(await daemon_of(request).run_vm(body))
 
 
 @router.get("/vms")
 async def list_vms(request: Request, all: bool = False) -> list[VmView]:
-    daemon = daemon_of(request)
-    return [
-        vm_view(daemon, vm)
-        for vm in daemon.vms.all()
-        if all or (vm.state != "exited" and vm.state != "created")
-    ]
+    return [vm_view(details) for details in daemon_of(request).vm_views(all)]
+
+
+@router.get("/vms/")
+async def inspect_empty_ref() -> VmView:
+    """An empty reference names no VM (instead of redirecting to the list)."""
+    raise NotFound("no such VM: ''")
 
 
 @router.get("/vms/{ref}")
 async def inspect_vm(ref: str, request: Request) -> VmView:
-    daemon = daemon_of(request)
-    return vm_view(daemon, daemon.vms.get(ref))
+    return vm_view(daemon_of(request).vm_view(ref))
 
 
 @router.post("/vms/{ref}/start")
 async def start_vm(ref: str, request: Request) -> VmView:
-    daemon = daemon_of(request)
-    return vm_view(daemon, await daemon.vms.start(ref))
+    return vm_view(await daemon_of(request).start_vm(ref))
 
 
 @router.post("/vms/{ref}/stop")
-async def stop_vm(ref: str, request: Request, timeout: float = 10) -> VmView:
-    daemon = daemon_of(request)
-    return vm_view(daemon, await daemon.vms.stop(ref, max(0.0, timeout)))
+async def stop_vm(
+    ref: str,
+    request: Request,
+    timeout: Annotated[float, Query(ge=0, le=MAX_STOP_TIMEOUT)] = 10,
+) -> VmView:
+    return vm_view(await daemon_of(request).stop_vm(ref, timeout))
 
 
 @router.post("/vms/{ref}/wait")
 async def wait_vm(ref: str, request: Request) -> WaitResponse:
-    return WaitResponse(exit_code=await daemon_of(request).vms.wait(ref))
+    return WaitResponse(exit_code=await daemon_of(request).wait_vm(ref))
 
 
 @router.delete("/vms/{ref}", status_code=204)
 async def remove_vm(ref: str, request: Request, force: bool = False) -> None:
-    await daemon_of(request).vms.remove(ref, force=force)
+    await daemon_of(request).remove_vm(ref, force=force)
 
 
 KERNEL_LINE = re.compile(rb"^\[\s*\d+\.\d+\] ")
@@ -149,8 +143,8 @@ async def vm_logs(
     """The serial console. The workload's output is shown; the kernel's own lines (with
     their printk timestamp) only with `kernel`. `follow` streams until the VM exits."""
     daemon = daemon_of(request)
-    vm = daemon.vms.get(ref)
-    path = daemon.vms.log_path(vm.id)
+    details = daemon.vm_view(ref)
+    vm_id, path = details.vm.id, details.log_path
 
     async def chunks() -> AsyncIterator[bytes]:
         try:
@@ -167,7 +161,7 @@ async def vm_logs(
                     if shown:
                         yield b"".join(line + b"\n" for line in shown)
                     continue
-                if not follow or vm.id not in daemon.vms.running:
+                if not follow or not daemon.vm_is_running(vm_id):
                     if pending and (kernel or not KERNEL_LINE.match(pending)):
                         yield pending
                     return
@@ -179,7 +173,7 @@ async def vm_logs(
 @router.post("/vms/{ref}/exec")
 async def exec_vm(ref: str, body: ExecRequest, request: Request) -> ExecResponse:
     """Run a command to completion and return its output (for scripts and healthchecks)."""
-    result = await daemon_of(request).vms.exec(
+    result = await daemon_of(request).exec_vm(
         ref, body.command, body.env, body.workdir, body.stdin.encode()
     )
     return ExecResponse(
@@ -199,7 +193,7 @@ async def exec_stream(ref: str, websocket: WebSocket) -> None:
     daemon: Daemon = websocket.app.state.daemon
     try:
         start = ExecRequest.model_validate(await websocket.receive_json())
-        session = await daemon.vms.agent(ref).open_exec(
+        session = await daemon.vm_agent(ref).open_exec(
             start.command, start.env, start.workdir, interactive=start.interactive
         )
     except (HyprError, ValueError, AgentDisconnected) as exc:
@@ -249,5 +243,5 @@ async def list_images(request: Request) -> list[ImageView]:
             entrypoint=image.entrypoint,
             cmd=image.cmd,
         )
-        for image in daemon_of(request).images.all()
+        for image in daemon_of(request).images_all()
     ]

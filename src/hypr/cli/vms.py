@@ -8,6 +8,7 @@ import sys
 import threading
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from websockets.exceptions import ConnectionClosed
@@ -274,7 +275,7 @@ def logs(
 
 def inspect(vms: Annotated[list[str], typer.Argument(help="Names or ids")]) -> None:
     """Show VMs as JSON."""
-    print_json([api().get(f"/vms/{ref}") for ref in vms])
+    print_json([api().get(f"/vms/{quote(ref, safe='')}") for ref in vms])
 
 
 def images() -> None:

@@ -24,7 +24,8 @@ from hypr.compose.project import (
     Project,
     ServicePlan,
 )
-from hypr.daemon.vms import NetworkAttachment, RunRequest, VmManager
+from hypr.daemon.requests import NetworkAttachment, RunRequest
+from hypr.daemon.vms import VmManager
 from hypr.errors import Conflict, HyprError, InvalidArgument
 from hypr.network.manager import NetworkManager, NetworkRequest, parse_subnet
 from hypr.state.networks import NetworkRecord
@@ -332,7 +333,7 @@ def _run_request(index: int, service: ServicePlan, config_hash: str) -> RunReque
         entrypoint=service.entrypoint,
         env=service.env,
         networks=[
-            NetworkAttachment(a.network, ip=a.ipv4_address, aliases=a.aliases)
+            NetworkAttachment(network=a.network, ip=a.ipv4_address, aliases=a.aliases)
             for a in service.networks
         ],
         vcpus=service.vcpus,

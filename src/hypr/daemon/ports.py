@@ -12,7 +12,6 @@ import logging
 import socket
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING
 
 from hypr.errors import Conflict, Exhausted, HyprError, InvalidArgument
 from hypr.network.firewall import FirewallError, ForwardingDriver
@@ -26,10 +25,7 @@ from hypr.network.ports import (
 from hypr.state.db import Database
 from hypr.state.networks import NetworkRecord, NetworkRepository
 from hypr.state.ports import PortForwardRepository
-from hypr.state.vms import VmRecord
-
-if TYPE_CHECKING:
-    from hypr.daemon.vms import RunRequest
+from hypr.state.vms import PublishRequest, VmRecord
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +57,10 @@ class PortForwarder:
 
     # --- VmObserver ----------------------------------------------------------------------
 
-    def vm_created(self, vm: VmRecord, req: RunRequest) -> None:
+    def vm_created(self, vm: VmRecord, publish: PublishRequest) -> None:
         """Validate and claim every port the request publishes, or refuse the whole VM."""
-        forwards = [fwd for spec in req.ports for fwd in parse_publish(spec)]
-        if not forwards and not req.ssh:
+        forwards = [fwd for spec in publish.ports for fwd in parse_publish(spec)]
+        if not forwards and not publish.ssh:
             return
         if self._target(vm) is None:
             raise InvalidArgument(
@@ -79,7 +75,7 @@ class PortForwarder:
                 raise Conflict(f"host port {fwd.host} is already published by VM {holder}")
             check_host_port(fwd)
             self.rows.add(vm.id, fwd)
-        if req.ssh:
+        if publish.ssh:
             self.rows.add(vm.id, self._free_ssh_port())
 
     async def vm_starting(self, vm: VmRecord) -> None:

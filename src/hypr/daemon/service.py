@@ -1,4 +1,8 @@
-"""The daemon's object graph: state, kernel handles and managers, built once at start-up."""
+"""The daemon's object graph, built once at start-up, and the facade the API calls.
+
+API handlers call only the methods of `Daemon`; the read models they render come from
+daemon/views.py, so no handler reaches into a manager's rows or repositories.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,28 @@ from typing import NamedTuple
 
 from pyroute2 import AsyncIPRoute
 
-from hypr.api.auth import ApiKeys
 from hypr.compose.stack import StackManager
 from hypr.config import Settings
+from hypr.daemon.apikeys import ApiKeys
 from hypr.daemon.ports import PortForwarder
+from hypr.daemon.requests import RunRequest
+from hypr.daemon.views import NetworkStats, VmDetails, nic_details
 from hypr.daemon.vms import VmManager
-from hypr.images.store import ImageStore
+from hypr.guest.protocol import AgentClient, ExecResult
+from hypr.images.store import Image, ImageStore
 from hypr.network.dns import DnsService
 from hypr.network.firewall import NftablesFirewall
 from hypr.network.ipam import Ipam
-from hypr.network.manager import NetworkManager
+from hypr.network.manager import NetworkManager, NetworkRequest
 from hypr.state.apikeys import ApiKeyRepository
 from hypr.state.db import Database
-from hypr.state.vms import Endpoint
+from hypr.state.networks import NetworkRecord
+from hypr.state.vms import Endpoint, VmRecord
 from hypr.vmm.qemu import QemuAdapter
 
 log = logging.getLogger(__name__)
+
+MAX_STOP_TIMEOUT = 3600.0
 
 
 class VmCounts(NamedTuple):
@@ -77,11 +87,83 @@ class Daemon:
             else self.settings.accel
         )
 
+    # --- VM facade -----------------------------------------------------------------------
+
+    def vm_details(self, vm: VmRecord) -> VmDetails:
+        return self._details([vm])[0]
+
+    def vm_view(self, ref: str) -> VmDetails:
+        return self.vm_details(self.vms.get(ref))
+
+    def vm_views(self, all: bool = False) -> list[VmDetails]:
+        """`ps`: the VMs with a hypervisor (every VM with `all`)."""
+        vms = [vm for vm in self.vms.all() if all or vm.state not in ("exited", "created")]
+        return self._details(vms)
+
+    async def run_vm(self, req: RunRequest) -> VmDetails:
+        vm = await self.vms.run(req) if req.start else self.vms.create(req)
+        return self.vm_view(vm.id)
+
+    async def start_vm(self, ref: str) -> VmDetails:
+        return self.vm_details(await self.vms.start(ref))
+
+    async def stop_vm(self, ref: str, timeout: float) -> VmDetails:
+        """`timeout` was validated by the caller: 0 <= timeout <= MAX_STOP_TIMEOUT."""
+        return self.vm_details(await self.vms.stop(ref, timeout))
+
+    async def remove_vm(self, ref: str, force: bool) -> None:
+        await self.vms.remove(ref, force=force)
+
+    async def wait_vm(self, ref: str) -> int | None:
+        return await self.vms.wait(ref)
+
+    async def exec_vm(
+        self, ref: str, argv: list[str], env: list[str], workdir: str | None, stdin: bytes
+    ) -> ExecResult:
+        return await self.vms.exec(ref, argv, env, workdir, stdin)
+
+    def vm_agent(self, ref: str) -> AgentClient:
+        return self.vms.agent(ref)
+
+    def vm_is_running(self, vm_id: str) -> bool:
+        return vm_id in self.vms.running
+
+    def images_all(self) -> list[Image]:
+        return self.images.all()
+
+    # --- network facade ------------------------------------------------------------------
+
+    def network_list(self) -> list[NetworkRecord]:
+        return self.networks.all()
+
+    def network(self, ref: str) -> NetworkRecord:
+        return self.networks.get(ref)
+
+    async def create_network(self, req: NetworkRequest) -> NetworkRecord:
+        return await self.networks.create(req)
+
+    async def remove_network(self, ref: str, force: bool) -> None:
+        await self.networks.remove(ref, force=force)
+
+    async def prune_networks(self) -> list[NetworkRecord]:
+        return await self.networks.prune()
+
+    # --- counts --------------------------------------------------------------------------
+
     def endpoints(self, network_id: str) -> list[Endpoint]:
         return self.vms.rows.endpoints(network_id)
 
     def vm_counts(self) -> VmCounts:
         return VmCounts(*self.vms.rows.counts())
+
+    def vm_states(self) -> list[str]:
+        return [vm.state for vm in self.vms.all()]
+
+    def network_stats(self) -> list[NetworkStats]:
+        return [
+            NetworkStats(net.name, net.internal, self.networks.attached_count(net.id))
+            for net in self.networks.all()
+        ]
 
     async def close(self) -> None:
         """Release handles; VMs and networks stay, so a restarted daemon adopts them."""
@@ -89,3 +171,16 @@ class Daemon:
         self.dns.close()
         self.ipr.close()
         self.db.close()
+
+    def _details(self, vms: list[VmRecord]) -> list[VmDetails]:
+        networks = {net.id: net for net in self.networks.all()}
+        return [
+            VmDetails(
+                vm=vm,
+                nics=nic_details(vm, networks),
+                forwards=self.ports.forwards(vm.id),
+                log_path=self.vms.log_path(vm.id),
+                running=vm.id in self.vms.running,
+            )
+            for vm in vms
+        ]

@@ -41,7 +41,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from hypr.errors import Conflict, NotFound
 from hypr.network.dnsmasq import LOG_FILE, PID_FILE, Dnsmasq, write_atomic
@@ -49,10 +48,7 @@ from hypr.network.firewall import DnsSteeringDriver
 from hypr.network.manager import NetworkManager
 from hypr.state.db import Database
 from hypr.state.networks import NetworkRecord
-from hypr.state.vms import NicRecord, VmRecord
-
-if TYPE_CHECKING:
-    from hypr.daemon.vms import RunRequest
+from hypr.state.vms import NicRecord, PublishRequest, VmRecord
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +197,7 @@ class DnsService:
 
     # --- VM hooks ------------------------------------------------------------------------
 
-    def vm_created(self, vm: VmRecord, req: RunRequest) -> None:
+    def vm_created(self, vm: VmRecord, publish: PublishRequest) -> None:
         """Refuse a name that differs from another VM's only in case: DNS ignores case, so
         both VMs would answer to it."""
         row = self.db.conn.execute(

@@ -107,6 +107,14 @@ class VmmAdapter(Protocol):
         """True if `handle.pid` is still this VM's hypervisor (used to adopt after restart)."""
         ...
 
+    def exit_status(self, handle: VmHandle) -> int | None:
+        """The exited process's status (-N: killed by signal N), if the adapter saw it."""
+        ...
+
+    def discover(self, root: Path) -> dict[str, int]:
+        """Pids of the live hypervisors whose runtime dirs are under `root`, by VM id."""
+        ...
+
     async def delete(self, handle: VmHandle) -> None:
         """Remove the VM's runtime files; the process must be gone."""
         ...

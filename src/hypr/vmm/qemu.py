@@ -108,6 +108,7 @@ class QemuAdapter:
     def __init__(self, binary: str = "qemu-system-x86_64") -> None:
         self.binary = binary
         self._children: set[int] = set()  # pids we spawned and must reap
+        self._statuses: dict[int, int] = {}  # exit codes of reaped children (-N: signal N)
 
     def build_command(self, config: VmConfig) -> CommandSpec:
         """The argv and the per-VM initrd (shared initramfs + the workload spec archive)."""
@@ -211,6 +212,30 @@ class QemuAdapter:
         name = f"hypr-{handle.vm_id}".encode()
         return any(a == name or a.startswith(name + b",") for a in cmdline.split(b"\0"))
 
+    def exit_status(self, handle: VmHandle) -> int | None:
+        """How the process ended, as `subprocess` says it (-N: killed by signal N); None if
+        it was not our child (adopted after a restart) or is still running."""
+        return self._statuses.pop(handle.pid, None)
+
+    def discover(self, root: Path) -> dict[str, int]:
+        """Every live QEMU whose runtime dir is under `root`, by VM id, whatever the
+        database says (a daemon killed between spawn and recording the pid forgot it)."""
+        marker = f"path={root}/".encode()
+        found: dict[str, int] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if not any(marker in arg for arg in argv) or b"-name" not in argv:
+                continue
+            name = argv[argv.index(b"-name") + 1].decode(errors="replace")
+            if name.startswith("hypr-"):
+                found[name.removeprefix("hypr-").split(",")[0]] = int(entry.name)
+        return found
+
     async def delete(self, handle: VmHandle) -> None:
         """Remove the files `create` put into the runtime dir (and the dir, if now empty)."""
         if self.is_alive(handle):
@@ -231,9 +256,12 @@ class QemuAdapter:
         if pid not in self._children:
             return not Path(f"/proc/{pid}").exists()
         try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
+            done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             done = pid
+        else:
+            if done:
+                self._statuses[pid] = os.waitstatus_to_exitcode(status)
         if done:
             self._children.discard(pid)
             return True

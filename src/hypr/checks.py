@@ -1,0 +1,58 @@
+"""Small checks of user input shared by every layer: restart policies, K=V pairs, NUL
+bytes, IPv4 addresses. One function per rule, so that the CLI, compose and the daemon
+can never disagree about what is valid."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from ipaddress import IPv4Address, ip_address
+from typing import NamedTuple
+
+from hypr.errors import InvalidArgument
+
+RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
+
+
+class RestartPolicy(NamedTuple):
+    policy: str  # no | always | on-failure (unless-stopped is kept as always)
+    max_restarts: int  # for on-failure:N; 0 means unlimited
+
+
+def parse_restart(text: str) -> RestartPolicy:
+    """Docker's `--restart` syntax: no, always, unless-stopped, on-failure[:N]."""
+    policy, _, count = text.partition(":")
+    if policy not in RESTART_POLICIES or (
+        count and (policy != "on-failure" or not count.isdigit())
+    ):
+        raise InvalidArgument(
+            f"invalid restart policy {text!r}: use no, always, unless-stopped, "
+            "on-failure or on-failure:N"
+        )
+    return RestartPolicy(
+        "always" if policy == "unless-stopped" else policy, int(count) if count else 0
+    )
+
+
+def check_env(items: Iterable[str]) -> None:
+    """Every item is K=V with a non-empty K."""
+    for item in items:
+        if "=" not in item or item.startswith("="):
+            raise InvalidArgument(f"invalid environment variable {item!r}: expected K=V")
+
+
+def check_no_nul(what: str, values: Iterable[str | None]) -> None:
+    """A NUL byte cannot cross into the guest (argv, environ and paths end at one)."""
+    for value in values:
+        if value is not None and "\0" in value:
+            raise InvalidArgument(f"invalid {what}: it contains a NUL byte")
+
+
+def parse_ipv4(text: str) -> IPv4Address:
+    """An IPv4 address, or a one-line error (IPv6 is not supported)."""
+    try:
+        address = ip_address(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid IP address {text!r}") from None
+    if not isinstance(address, IPv4Address):
+        raise InvalidArgument(f"invalid IP address {text!r}: only IPv4 is supported")
+    return address

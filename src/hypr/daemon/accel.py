@@ -1,0 +1,52 @@
+"""The accelerator probe, run in the background so the API serves while it answers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from hypr.guest.build import preferred_kernel
+from hypr.vmm.adapter import Accel
+from hypr.vmm.qemu import host_tsc_khz, resolve_accel
+
+
+class AccelProbe:
+    """Probes for KVM (and measures the host TSC rate that TCG guests need) once; the first
+    boot waits for the answer."""
+
+    def __init__(self, setting: str, assets_dir: Path) -> None:
+        self.setting = setting
+        self.assets_dir = assets_dir
+        self._task: asyncio.Task[Accel] | None = None
+
+    @property
+    def kernel(self) -> Path:
+        return preferred_kernel(self.assets_dir)
+
+    @property
+    def initramfs(self) -> Path:
+        return self.assets_dir / "initramfs.cpio"
+
+    def start(self) -> None:
+        async def resolve() -> Accel:
+            await asyncio.to_thread(host_tsc_khz)
+            return await resolve_accel(self.setting, self.kernel, self.initramfs)
+
+        self._task = asyncio.create_task(resolve())
+
+    def answer(self) -> Accel | None:
+        """The probe's answer, once it has one."""
+        task = self._task
+        if task is None or not task.done() or task.cancelled() or task.exception():
+            return None
+        return task.result()
+
+    async def wait(self) -> Accel:
+        if self._task is None:
+            self.start()
+        assert self._task is not None
+        return await self._task
+
+    def cancel(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()

@@ -1,0 +1,50 @@
+"""`hypr run` as the daemon receives it: one pydantic type, parsed straight from the API body
+and built by compose, so the wire format and the daemon can never drift apart."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hypr.network.manager import DEFAULT_NETWORK
+
+
+class _Request(BaseModel):
+    """snake_case keys like the rest of hypr's own API; unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkAttachment(_Request):
+    network: str
+    ip: str | None = None
+    mac: str | None = None
+    aliases: list[str] = Field(default_factory=list)  # extra DNS names on this network
+
+
+class RunRequest(_Request):
+    image: str
+    name: str | None = None
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: list[str] = Field(default_factory=list)
+    # None means the default network; [] is `--network none`: no NIC, no TAP, no address.
+    networks: list[NetworkAttachment] | None = None
+    vcpus: int = 1
+    memory_mib: int = 256
+    restart: str = "no"
+    workdir: str | None = None
+    dhcp: bool = False
+    auto_remove: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+    hostname: str | None = None  # defaults to the VM's name
+    # `-p` specs: "[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]", ports may be ranges.
+    ports: list[str] = Field(default_factory=list)
+    ssh: bool = False  # forward a port of the SSH pool to guest port 22
+    start: bool = True  # False: create only (`hypr create`)
+
+    @property
+    def attachments(self) -> list[NetworkAttachment]:
+        """The networks to join, with the default network filled in."""
+        if self.networks is None:
+            return [NetworkAttachment(network=DEFAULT_NETWORK)]
+        return self.networks

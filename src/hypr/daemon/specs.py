@@ -1,0 +1,68 @@
+"""Request validation: a `RunRequest` and its image become the `VmSpec` that is stored, or
+the request is refused with one line before anything is claimed."""
+
+from __future__ import annotations
+
+from hypr.checks import check_env, check_no_nul, parse_restart
+from hypr.daemon.requests import RunRequest
+from hypr.errors import InvalidArgument
+from hypr.images.store import Image
+from hypr.network.names import check_vm_name
+from hypr.state.vms import VmSpec
+
+MIN_MEMORY_MIB = 96  # the guest kernel stops silently below this (PLATFORM.md)
+MAX_MEMORY_MIB = 1024 * 1024
+MAX_VCPUS = 64
+
+
+def check_request_text(req: RunRequest) -> None:
+    """Refuse NUL bytes anywhere they would reach the guest or the database; a VM created
+    with one could never start."""
+    check_no_nul("image", [req.image])
+    check_no_nul("name", [req.name, req.hostname])
+    check_no_nul("command", req.command or [])
+    check_no_nul("entrypoint", req.entrypoint or [])
+    check_no_nul("environment variable", req.env)
+    check_no_nul("workdir", [req.workdir])
+    check_no_nul("label", [*req.labels, *req.labels.values()])
+    check_no_nul("port", req.ports)
+    for attachment in req.networks or []:
+        check_no_nul("network", [attachment.network, attachment.ip, attachment.mac])
+        check_no_nul("alias", attachment.aliases)
+
+
+def build_spec(req: RunRequest, image: Image) -> VmSpec:
+    """Validate what the user asked for and merge in the image's defaults."""
+    check_request_text(req)
+    if req.memory_mib < MIN_MEMORY_MIB:
+        raise InvalidArgument(
+            f"memory {req.memory_mib} MiB is below the {MIN_MEMORY_MIB} MiB "
+            "the guest kernel needs to boot"
+        )
+    if req.memory_mib > MAX_MEMORY_MIB:
+        raise InvalidArgument(f"memory {req.memory_mib} MiB is too large")
+    if not 1 <= req.vcpus <= MAX_VCPUS:
+        raise InvalidArgument(f"cpus must be between 1 and {MAX_VCPUS}")
+    restart = parse_restart(req.restart)
+    check_env(req.env)
+    entrypoint = req.entrypoint if req.entrypoint is not None else image.entrypoint
+    command = req.command if req.command else image.cmd
+    argv = [*entrypoint, *command]
+    if not argv:
+        raise InvalidArgument(f"no command given and image {image.reference} has none")
+    attachments = req.attachments
+    return VmSpec(
+        argv=argv,
+        env=[*image.env, *req.env],
+        workdir=req.workdir or image.workdir,
+        vcpus=req.vcpus,
+        memory_mib=req.memory_mib,
+        restart=restart.policy,
+        requested_ips=[attachment.ip for attachment in attachments],
+        aliases=[list(attachment.aliases) for attachment in attachments],
+        hostname=check_vm_name(req.hostname) if req.hostname else None,
+        max_restarts=restart.max_restarts,
+        dhcp=req.dhcp,
+        auto_remove=req.auto_remove,
+        labels=dict(req.labels),
+    )

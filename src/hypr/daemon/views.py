@@ -1,0 +1,63 @@
+"""Read models the API renders: a VM with what other services know about it, assembled by
+the daemon so that handlers never reach into managers' rows or repositories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from hypr.network.ports import PortForward
+from hypr.state.networks import NetworkRecord
+from hypr.state.vms import VmRecord
+
+
+@dataclass(frozen=True)
+class NicDetails:
+    network: str  # the network's name (its id if it is gone)
+    network_id: str
+    ip: IPv4Address | None
+    prefix_len: int | None
+    gateway: IPv4Address | None
+    mac: str
+    tap: str | None
+
+
+@dataclass(frozen=True)
+class VmDetails:
+    vm: VmRecord
+    nics: list[NicDetails]
+    forwards: list[PortForward]
+    log_path: Path
+    running: bool  # its hypervisor is alive and supervised
+
+    @property
+    def ssh_port(self) -> int | None:
+        return next((fwd.host_port for fwd in self.forwards if fwd.ssh), None)
+
+
+@dataclass(frozen=True)
+class NetworkStats:
+    """One network, as the metrics count it."""
+
+    name: str
+    internal: bool
+    addresses: int
+
+
+def nic_details(vm: VmRecord, networks: dict[str, NetworkRecord]) -> list[NicDetails]:
+    details = []
+    for nic in vm.nics:
+        net = networks.get(nic.network_id)
+        details.append(
+            NicDetails(
+                network=net.name if net else nic.network_id,
+                network_id=nic.network_id,
+                ip=nic.address,
+                prefix_len=net.subnet.prefixlen if net else None,
+                gateway=net.gateway if net else None,
+                mac=nic.mac,
+                tap=nic.tap,
+            )
+        )
+    return details
