@@ -20,10 +20,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("compose",),
     ("network", "vmm", "guest", "images"),
     ("state",),
-    ("config", "errors", "faults", "process", "units", "validate"),
+    ("checks", "config", "faults", "process", "units", "validate"),
+    ("errors",),
 ]
 # The CLI talks HTTP to the API; besides the base it may only read compose files itself.
-CLI_MAY_IMPORT = {"cli", "compose", "config", "errors", "units", "validate"}
+CLI_MAY_IMPORT = {"checks", "cli", "compose", "config", "errors", "units", "validate"}
 HARNESS = "sandbox"
 ROOT = Path(__file__).resolve().parent.parent / "src" / "hypr"
 
