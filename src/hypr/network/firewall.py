@@ -15,8 +15,8 @@ from typing import Protocol
 
 import nftables
 
-from hypr.network.ports import ANY_ADDRESS, PortForward
 from hypr.state.networks import NetworkRecord
+from hypr.state.ports import ANY_ADDRESS, PortForward
 
 TABLE = "inet hypr"
 
