@@ -11,6 +11,7 @@ from pyroute2 import AsyncIPRoute
 from hypr.api.auth import ApiKeys
 from hypr.compose.stack import StackManager
 from hypr.config import Settings
+from hypr.daemon.nicguard import NicGuard
 from hypr.daemon.ports import PortForwarder
 from hypr.daemon.vms import VmManager
 from hypr.images.store import ImageStore
@@ -63,6 +64,9 @@ class Daemon:
         self.ports = PortForwarder(self.db, self.firewall, ssh_pool, settings.max_port_range)
         self.vms.observers.append(self.ports)
         self.networks.observers.append(self.ports)
+        self.nic_guard = NicGuard(self.firewall)
+        self.vms.observers.append(self.nic_guard)
+        self.networks.observers.append(self.nic_guard)
         self.dns = DnsService(settings.run_dir, self.db, self.networks, self.firewall)
         self.networks.observers.append(self.dns)
         self.vms.observers.append(self.dns)
