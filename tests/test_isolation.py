@@ -4,10 +4,12 @@ an --internal network. Traffic stays inside namespaces the tests made."""
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -133,3 +135,38 @@ def test_a_guest_cannot_take_another_vms_mac_or_address(hyprd: Hyprd) -> None:
     assert guarded(hyprd) == before
     hyprd.ok("stop", "-t", "1", "v1")
     assert len(guarded(hyprd)) == 1 and v2["guest_ip"] in guarded(hyprd)[0]
+
+
+# --- what other local users can read -------------------------------------------------------
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.vm
+def test_state_and_logs_are_roots_alone(hyprd: Hyprd) -> None:
+    hyprd.ok("run", "-d", "--name", "secret", "-e", "TOKEN=hunter2", "busybox", "sleep", "3600")
+    vm_id = hyprd.inspect("secret")["id"]
+    db = hyprd.data_dir / "hypr.db"
+    for path in (db, db.with_name("hypr.db-wal"), db.with_name("hypr.db-shm")):
+        assert mode(path) == 0o600, path
+    assert mode(hyprd.data_dir) == 0o700
+    assert mode(hyprd.data_dir / "logs") == 0o700
+    assert mode(hyprd.data_dir / "logs" / f"{vm_id}.log") == 0o600
+    runtime = hyprd.run_dir / "vms" / vm_id[:16]
+    assert mode(runtime) == 0o700
+    assert all(mode(path) & 0o077 == 0 for path in runtime.iterdir()), list(runtime.iterdir())
+    # dnsmasq makes its pid and log files 0644 and 0640 itself; nobody can enter its dirs
+    assert all(mode(path) == 0o700 for path in (hyprd.run_dir / "dns").rglob("*") if path.is_dir())
+    assert mode(hyprd.run_dir) == 0o711  # others may reach the socket by name, nothing else
+    assert mode(hyprd.socket) == 0o660
+
+    # files an older hyprd left readable are made private at the next start
+    hyprd.stop()
+    for path in (db, hyprd.data_dir / "logs" / f"{vm_id}.log"):
+        path.chmod(0o644)
+    hyprd.data_dir.chmod(0o755)
+    hyprd.start()
+    assert mode(db) == 0o600 and mode(hyprd.data_dir) == 0o700
+    assert mode(hyprd.data_dir / "logs" / f"{vm_id}.log") == 0o600
