@@ -83,7 +83,7 @@ _TABLE_BODY = """
     }
 """
 
-# DNS (see hypr.network.dns): every query a guest sends to any hypr gateway, on port 53 or
+# DNS (see hypr.network.dns_views): every query a guest sends to any hypr gateway, on port 53 or
 # 41003, is redirected to port 53 of the gateway of the bridge it came in on, so a VM only
 # ever asks its own network's server, whatever address it tries; a VM on several networks
 # is sent instead to the port of its "view" server (`dns_views`, keyed by its addresses).
