@@ -80,6 +80,30 @@ def test_internal_network_reaches_only_its_members_and_its_dns(
     assert reaches(hyprd.netns, "10.90.0.200")
 
 
+def documented_guard() -> list[str]:
+    """The nft commands docs/networking.md gives to close the host to VMs."""
+    doc = (Path(__file__).parent.parent / "docs" / "networking.md").read_text()
+    section = doc.split("### What VMs reach on the host", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return block.strip().splitlines()
+
+
+def test_the_documented_rule_closes_the_host_to_vms(
+    hyprd: Hyprd, make_netns: Callable[[], str]
+) -> None:
+    add_upstream(hyprd.netns, make_netns())
+    endpoint = make_netns()
+    plug_endpoint(hyprd.netns, endpoint, "vbr0", "10.88.0.200/16", "10.88.0.1")
+    with http_server(hyprd.netns, 8000):
+        assert fetches(endpoint, f"http://{UPLINK_ADDRESS}:8000/")  # open, as documented
+        for command in documented_guard():
+            in_ns(hyprd.netns, "sh", "-c", command)
+        assert not fetches(endpoint, f"http://{UPLINK_ADDRESS}:8000/")
+        assert not fetches(endpoint, "http://10.88.0.1:8000/")
+    answer = in_ns(endpoint, "dig", "+tries=1", "+time=2", "@10.88.0.1", "nosuch.hypr").stdout
+    assert "status: NXDOMAIN" in answer
+
+
 # --- anti-spoofing, with real guests -----------------------------------------------------
 
 
