@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hypr.network.dns import network_config, reverse_zones, view_config, write_record
+from hypr.network.dns_config import network_config, reverse_zones, view_config, write_record
 from hypr.sandbox import (
     UPSTREAM_ADDRESS,
     Hyprd,

@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from hypr.errors import InvalidArgument
+from hypr.network.manager import parse_subnet
 from tests.conftest import BIN, Hyprd, in_ns, links, nft_set_elements
 
 
@@ -145,6 +147,58 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert "Traceback" not in result.stderr + result.stdout
     after = (links(hyprd.netns), hyprd.nft(), hyprd.db_rows("SELECT * FROM networks"))
     assert after == before
+
+
+@pytest.mark.parametrize(
+    ("subnet", "what"),
+    [
+        ("127.0.0.0/8", "127.0.0.0/8, the loopback range"),
+        ("127.1.0.0/16", "the loopback range"),
+        ("224.0.0.0/24", "the multicast range"),
+        ("239.1.0.0/16", "the multicast range"),
+        ("169.254.0.0/16", "the link-local range"),
+        ("0.0.0.0/8", "'this network'"),
+        ("0.0.0.0/0", "'this network'"),
+        ("240.0.0.0/4", "the reserved range"),
+        ("255.255.255.0/24", "the reserved range"),
+    ],
+)
+def test_parse_subnet_refuses_reserved_ranges(subnet: str, what: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        parse_subnet(subnet)
+    assert refused.value.message.startswith(f"invalid subnet {subnet}: it overlaps ")
+    assert what in refused.value.message and "\n" not in refused.value.message
+
+
+def test_subnets_of_the_host_are_refused(hyprd: Hyprd) -> None:
+    in_ns(hyprd.netns, "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1")
+    in_ns(hyprd.netns, "ip", "addr", "add", "10.89.3.1/24", "dev", "uplink0")
+    in_ns(hyprd.netns, "ip", "link", "set", "uplink0", "up")
+    in_ns(hyprd.netns, "ip", "route", "add", "10.91.0.0/16", "via", "10.89.3.2")
+    in_ns(hyprd.netns, "ip", "addr", "add", "10.92.0.9/32", "dev", "uplink0")
+    before = (links(hyprd.netns), hyprd.nft(), hyprd.db_rows("SELECT * FROM networks"))
+    for subnet, message in (
+        ("10.89.0.0/16", "subnet 10.89.0.0/16 overlaps address 10.89.3.1/24 of the host"),
+        ("10.91.4.0/24", "subnet 10.91.4.0/24 overlaps the host's route to 10.91.0.0/16"),
+        ("10.92.0.0/24", "subnet 10.92.0.0/24 overlaps address 10.92.0.9/32 of the host"),
+        ("127.0.0.0/8", "invalid subnet 127.0.0.0/8: it overlaps 127.0.0.0/8, the loopback"),
+        ("224.0.0.0/24", "it overlaps 224.0.0.0/4, the multicast range"),
+    ):
+        result = hyprd.hypr("network", "create", "x", "--subnet", subnet)
+        assert result.returncode != 0
+        assert message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    with hyprd.api() as api:
+        loopback = api.post(
+            "/networks/create", json={"Name": "x", "IPAM": {"Config": [{"Subnet": "127.0.0.0/8"}]}}
+        )
+        routed = api.post(
+            "/networks/create", json={"Name": "x", "IPAM": {"Config": [{"Subnet": "10.91.0.0/24"}]}}
+        )
+    assert loopback.status_code == 400 and "loopback" in loopback.json()["message"]
+    assert routed.status_code == 409 and "route" in routed.json()["message"]
+    assert (links(hyprd.netns), hyprd.nft(), hyprd.db_rows("SELECT * FROM networks")) == before
+    hyprd.ok("network", "create", "fine", "--subnet", "10.93.0.0/24")
 
 
 def test_api_answers_bad_requests_with_4xx_json(hyprd: Hyprd) -> None:

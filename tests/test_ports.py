@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +28,9 @@ from hypothesis import strategies as st
 
 from hypr.cli.vms import ports_text
 from hypr.errors import InvalidArgument
-from hypr.network.ports import ANY_ADDRESS, PortForward, parse_publish
+from hypr.network.ports import parse_publish
 from hypr.sandbox import BIN, Hyprd, connect, create_netns, delete_netns, in_ns, sh
+from hypr.state.ports import ANY_ADDRESS, PortForward
 
 HOST = "192.0.2.1"  # hyprd's namespace, as the inside client reaches it
 HOST_OUTSIDE = "198.51.100.1"  # the same namespace, as the outside client reaches it
@@ -490,3 +492,50 @@ def test_forced_network_removal_closes_its_ports(lab: Lab) -> None:
     assert ("tcp", 7500) not in forward_keys(lab.hyprd)
     assert bindable(lab.hyprd.netns, 7500)
     assert lab.view("adrift")["ports"][0]["host_port"] == 7500  # still the VM's claim
+
+
+# --- bounds and daemon-side failures (own daemons, no VM boots) --------------------------
+
+
+def test_parse_refuses_a_range_longer_than_the_bound() -> None:
+    assert len(parse_publish("20000-20009:20000-20009", max_range=10)) == 10
+    with pytest.raises(InvalidArgument) as refused:
+        parse_publish("20000-20010:20000-20010", max_range=10)
+    assert "the range has 11 ports, more than the 10 one range may publish" in (
+        refused.value.message
+    )
+
+
+def test_huge_range_is_refused_before_any_claim(hyprd_factory: Any) -> None:
+    hyprd = hyprd_factory(env={"HYPR_MAX_PORT_RANGE": "100"})
+    with hyprd.api() as api:
+        huge = api.post("/vms", json={"image": "busybox", "ports": ["20000-40000:20000-40000"]})
+        fits = api.post(
+            "/vms", json={"image": "busybox", "ports": ["20000-20099:80-179"], "start": False}
+        )
+    assert huge.status_code == 400
+    assert "20001 ports, more than the 100" in huge.json()["message"]
+    assert fits.status_code == 201, fits.text
+    assert hyprd.db_rows("SELECT COUNT(*) FROM port_forwards") == [(100,)]
+    assert hyprd.db_rows("SELECT COUNT(*) FROM vms") == [(1,)]
+
+
+def test_running_out_of_descriptors_is_a_5xx_and_holds_nothing(hyprd: Hyprd) -> None:
+    assert hyprd.proc is not None
+    pid = hyprd.proc.pid
+    with hyprd.api() as api:
+        created = api.post(
+            "/vms", json={"name": "many", "image": "busybox", "ports": ["21000-21099:80-179"],
+                          "start": False},
+        )  # fmt: skip
+        assert created.status_code == 201, created.text
+        in_use = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+        sh("prlimit", f"--pid={pid}", f"--nofile={in_use + 40}")
+        started = api.post("/vms/many/start")
+    assert started.status_code == 503, started.text
+    message = started.json()["message"]
+    assert "cannot reserve host port" in message and "Too many open files" in message
+    assert "\n" not in message
+    assert hyprd.inspect("many")["state"] in ("created", "exited")
+    assert map_elements(hyprd)["forwards"] == []
+    assert bindable(hyprd.netns, 21000)

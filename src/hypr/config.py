@@ -14,6 +14,9 @@ from pathlib import Path
 
 DEFAULT_RUN_DIR = Path("/run/hypr")
 DEFAULT_DATA_DIR = Path("/var/lib/hypr")
+# Each published port holds a socket while its VM runs: a range is bounded so that one
+# request cannot take thousands of ports and hyprd's file descriptors with them.
+DEFAULT_MAX_PORT_RANGE = 1000
 
 
 def run_dir() -> Path:
@@ -46,8 +49,11 @@ class Settings:
     ssh_allowed_cidr: IPv4Network
     ssh_port_min: int
     ssh_port_max: int
+    max_port_range: int = DEFAULT_MAX_PORT_RANGE  # most ports one `-p` range may publish
 
     def __post_init__(self) -> None:
+        if self.max_port_range < 1:
+            raise ValueError(f"HYPR_MAX_PORT_RANGE must be at least 1, not {self.max_port_range}")
         if not 1 <= self.ssh_port_min <= self.ssh_port_max <= 65535:
             raise ValueError(
                 "HYPR_SSH_PORT_MIN..HYPR_SSH_PORT_MAX must be a port range within 1-65535, "
@@ -89,4 +95,5 @@ class Settings:
             ssh_allowed_cidr=IPv4Network(os.environ.get("HYPR_SSH_ALLOWED_CIDR", "0.0.0.0/0")),
             ssh_port_min=_env_int("HYPR_SSH_PORT_MIN", 2200),
             ssh_port_max=_env_int("HYPR_SSH_PORT_MAX", 2299),
+            max_port_range=_env_int("HYPR_MAX_PORT_RANGE", DEFAULT_MAX_PORT_RANGE),
         )

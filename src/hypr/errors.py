@@ -29,3 +29,10 @@ class Exhausted(HyprError):
     """A pool (addresses, ports, device names) has nothing left to give."""
 
     status = 409
+
+
+class InternalError(HyprError):
+    """hyprd itself failed (e.g. out of file descriptors): not the request's fault, so a
+    5xx, still with one clear line."""
+
+    status = 503

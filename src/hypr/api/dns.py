@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request
 
 from hypr.api.deps import daemon_of
 from hypr.api.models import DnsServerView, DnsView
-from hypr.network.dns import DOMAIN, HOST_PORT, ServerStatus
+from hypr.network.dns_config import DOMAIN, HOST_PORT
+from hypr.network.dns_views import ServerStatus
 
 router = APIRouter(tags=["dns"])
 

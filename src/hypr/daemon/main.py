@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Iterator
@@ -69,8 +70,24 @@ def _host_port(text: str) -> dict[str, Any]:
     return {"host": host, "port": int(port)}
 
 
+def _raise_open_files_limit() -> None:
+    """Each published port holds a socket while its VM runs: take the whole hard limit of
+    open files, not the 1024 a shell's soft limit would leave (as dockerd does)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _make_run_dir(path: Path) -> None:
+    """The run directory holds VM runtime files (0700 each, by the umask) and the API
+    socket: 0711 lets a user reach the socket, whose own 0660 decides who may use it, but
+    not list or read anything else."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o711)
+
+
 async def serve(settings: Settings) -> None:
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    _make_run_dir(settings.run_dir)
     _claim_pid_file(settings.pid_file)
     daemon = Daemon(settings)
     try:
@@ -126,6 +143,10 @@ def main() -> None:
         configure_logging(settings.log_level)
         if os.geteuid() != 0:
             raise StartupError("hyprd must run as root (it manages bridges, TAPs and nftables)")
+        # VM env values (secrets), console output and the database are root's alone: every
+        # file hyprd, QEMU and dnsmasq create is 0600 and every directory 0700.
+        os.umask(0o077)
+        _raise_open_files_limit()
         asyncio.run(serve(settings))
     except (StartupError, HyprError, ValueError, OSError) as exc:
         print(f"hyprd: {exc}", file=sys.stderr)

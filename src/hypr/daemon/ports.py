@@ -15,16 +15,10 @@ from ipaddress import IPv4Address
 
 from hypr.errors import Conflict, Exhausted, HyprError, InvalidArgument
 from hypr.network.firewall import FirewallError, ForwardingDriver
-from hypr.network.ports import (
-    ANY_ADDRESS,
-    PortForward,
-    bind_host_port,
-    check_host_port,
-    parse_publish,
-)
+from hypr.network.ports import bind_host_port, check_host_port, parse_publish
 from hypr.state.db import Database
 from hypr.state.networks import NetworkRecord, NetworkRepository
-from hypr.state.ports import PortForwardRepository
+from hypr.state.ports import ANY_ADDRESS, PortForward, PortForwardRepository
 from hypr.state.vms import PublishRequest, VmRecord
 
 log = logging.getLogger(__name__)
@@ -45,7 +39,10 @@ class PortForwarder:
     """Claims host ports for VMs and publishes them while the VMs run (a VmObserver, and a
     NetworkObserver for networks removed under running VMs)."""
 
-    def __init__(self, db: Database, firewall: ForwardingDriver, ssh_pool: range) -> None:
+    def __init__(
+        self, db: Database, firewall: ForwardingDriver, ssh_pool: range, max_range: int
+    ) -> None:
+        self.max_range = max_range
         self.rows = PortForwardRepository(db)
         self.networks = NetworkRepository(db)
         self.firewall = firewall
@@ -59,7 +56,7 @@ class PortForwarder:
 
     def vm_created(self, vm: VmRecord, publish: PublishRequest) -> None:
         """Validate and claim every port the request publishes, or refuse the whole VM."""
-        forwards = [fwd for spec in publish.ports for fwd in parse_publish(spec)]
+        forwards = [fwd for spec in publish.ports for fwd in parse_publish(spec, self.max_range)]
         if not forwards and not publish.ssh:
             return
         if self._target(vm) is None:

@@ -7,6 +7,7 @@ daemon/views.py, so no handler reaches into a manager's rows or repositories.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import NamedTuple
 
 from pyroute2 import AsyncIPRoute
@@ -14,6 +15,7 @@ from pyroute2 import AsyncIPRoute
 from hypr.compose.stack import StackManager
 from hypr.config import Settings
 from hypr.daemon.apikeys import ApiKeys
+from hypr.daemon.nicguard import NicGuard
 from hypr.daemon.ports import PortForwarder
 from hypr.daemon.requests import RunRequest
 from hypr.daemon.views import NetworkStats, VmDetails, nic_details
@@ -40,13 +42,23 @@ class VmCounts(NamedTuple):
     running: int
 
 
+def _private_dirs(data_dir: Path, logs_dir: Path) -> None:
+    """Make the state and log directories root's alone (0700), and their files 0600: an
+    older hyprd (or another umask) may have left them readable by everybody."""
+    for directory in (data_dir, logs_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
+    for path in logs_dir.iterdir():
+        if path.is_file():
+            path.chmod(0o600)
+
+
 class Daemon:
     """Everything the API handlers act on."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        _private_dirs(settings.data_dir, settings.logs_dir)
         self.db = Database(settings.db_path)
         self.db.migrate()
         self.ipr = AsyncIPRoute()
@@ -59,9 +71,12 @@ class Daemon:
         )
         self.networks.detach_hook = self.vms.detach_network
         ssh_pool = range(settings.ssh_port_min, settings.ssh_port_max + 1)
-        self.ports = PortForwarder(self.db, self.firewall, ssh_pool)
+        self.ports = PortForwarder(self.db, self.firewall, ssh_pool, settings.max_port_range)
         self.vms.observers.append(self.ports)
         self.networks.observers.append(self.ports)
+        self.nic_guard = NicGuard(self.firewall)
+        self.vms.observers.append(self.nic_guard)
+        self.networks.observers.append(self.nic_guard)
         self.dns = DnsService(settings.run_dir, self.db, self.networks, self.firewall)
         self.networks.observers.append(self.dns)
         self.vms.observers.append(self.dns)

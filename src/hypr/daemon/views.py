@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from hypr.network.ports import PortForward
 from hypr.state.networks import NetworkRecord
+from hypr.state.ports import PortForward
 from hypr.state.vms import VmRecord
 
 

@@ -1,4 +1,5 @@
-"""The nftables firewall driver: hypr owns exactly one table, `inet hypr`.
+"""The nftables firewall driver: hypr owns exactly two tables, `inet hypr` (forwarding,
+NAT, published ports, DNS steering) and `bridge hypr` (anti-spoofing on VMs' TAPs).
 
 The rules are fixed and every network is only a few set elements, so adding or removing a
 network is one small atomic transaction whose cost does not depend on how many networks
@@ -15,8 +16,8 @@ from typing import Protocol
 
 import nftables
 
-from hypr.network.ports import ANY_ADDRESS, PortForward
 from hypr.state.networks import NetworkRecord
+from hypr.state.ports import ANY_ADDRESS, PortForward
 
 TABLE = "inet hypr"
 
@@ -82,7 +83,7 @@ _TABLE_BODY = """
     }
 """
 
-# DNS (see hypr.network.dns): every query a guest sends to any hypr gateway, on port 53 or
+# DNS (see hypr.network.dns_views): every query a guest sends to any hypr gateway, on port 53 or
 # 41003, is redirected to port 53 of the gateway of the bridge it came in on, so a VM only
 # ever asks its own network's server, whatever address it tries; a VM on several networks
 # is sent instead to the port of its "view" server (`dns_views`, keyed by its addresses).
@@ -112,6 +113,52 @@ _DNS_BODY = """
     chain dns_input {
         type filter hook input priority filter; policy accept;
         iifname @bridges meta l4proto { tcp, udp } th dport @dns_view_ports ct status ! dnat drop
+    }
+"""
+
+
+# --internal networks are sealed from the host too: from an internal bridge, the host's
+# own stack answers only replies, DHCP and DNS on the address of that very bridge (its
+# gateway, where its dnsmasq listens; a view port only when the DNS redirect sent it
+# there). Other gateways, other host addresses and every other port stay out of reach.
+_INPUT_BODY = """
+    chain input {
+        type filter hook input priority filter; policy accept;
+        iifname @internal_bridges jump internal_input
+    }
+
+    chain internal_input {
+        ct state established,related accept
+        udp dport 67 accept
+        meta l4proto { tcp, udp } th dport 53 fib daddr . iif type local accept
+        meta l4proto { tcp, udp } th dport @dns_view_ports fib daddr . iif type local accept
+        drop
+    }
+"""
+
+# Anti-spoofing, in a table of the bridge family that hypr also owns alone: a frame that
+# enters a bridge from a VM's TAP (`nics`) must carry the VM's MAC (`nic_macs`); its IPv4
+# packets and ARP must carry the VM's address too (`nic_ips`), except a DHCP request from
+# 0.0.0.0, which a --dhcp guest sends before it has one, and an ARP probe from 0.0.0.0. A
+# TAP is three set elements, added when its VM starts and deleted when it stops.
+BRIDGE_TABLE = "bridge hypr"
+_BRIDGE_BODY = """
+    set nics { type ifname; }
+    set nic_macs { type ifname . ether_addr; }
+    set nic_ips { type ifname . ether_addr . ipv4_addr; }
+
+    chain prerouting {
+        type filter hook prerouting priority -300; policy accept;
+        iifname @nics jump nic_in
+    }
+
+    chain nic_in {
+        iifname . ether saddr != @nic_macs drop
+        ether type arp iifname . arp saddr ether . arp saddr ip @nic_ips accept
+        ether type arp arp saddr ip 0.0.0.0 accept
+        ether type ip iifname . ether saddr . ip saddr @nic_ips accept
+        ether type ip ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept
+        ether type { ip, arp, vlan, 0x88a8 } drop
     }
 """
 
@@ -153,6 +200,15 @@ class DnsSteeringDriver(Protocol):
     def unsteer_dns(self, addresses: Iterable[IPv4Address]) -> None: ...
 
 
+class NicGuardDriver(Protocol):
+    """What anti-spoofing needs from a firewall backend: one VM NIC's TAP passes only
+    frames from its MAC, and IPv4 and ARP only from its address (None: DHCP only)."""
+
+    def allow_nic(self, tap: str, mac: str, address: IPv4Address | None) -> None: ...
+
+    def forget_nic(self, tap: str, mac: str, address: IPv4Address | None) -> None: ...
+
+
 class NftablesFirewall:
     """Drives libnftables in-process (no fork per change) through its Python binding."""
 
@@ -171,8 +227,15 @@ class NftablesFirewall:
 
     def setup(self, networks: Iterable[NetworkRecord]) -> None:
         """Replace hypr's table with one that holds exactly `networks`."""
-        body = _TABLE_BODY + _DNS_BODY
-        batch = [f"table {TABLE} {{}}", f"delete table {TABLE}", f"table {TABLE} {{{body}}}"]
+        body = _TABLE_BODY + _DNS_BODY + _INPUT_BODY
+        batch = [
+            f"table {TABLE} {{}}",
+            f"delete table {TABLE}",
+            f"table {TABLE} {{{body}}}",
+            f"table {BRIDGE_TABLE} {{}}",
+            f"delete table {BRIDGE_TABLE}",
+            f"table {BRIDGE_TABLE} {{{_BRIDGE_BODY}}}",
+        ]
         batch += [_element_commands("add", net) for net in networks]
         batch.append(f"add element {TABLE} ssh_allowed {{ {self.ssh_allowed} }}")
         self.run("\n".join(batch))
@@ -207,8 +270,18 @@ class NftablesFirewall:
         if items:
             self.run(f"delete element {TABLE} dns_views {{ {items} }}")
 
+    def allow_nic(self, tap: str, mac: str, address: IPv4Address | None) -> None:
+        self.run(_nic_commands("add", tap, mac, address))
+
+    def forget_nic(self, tap: str, mac: str, address: IPv4Address | None) -> None:
+        self.run(_nic_commands("delete", tap, mac, address))
+
     def teardown(self) -> None:
-        self.run(f"table {TABLE} {{}}\ndelete table {TABLE}")
+        self.run(
+            "\n".join(
+                f"table {table} {{}}\ndelete table {table}" for table in (TABLE, BRIDGE_TABLE)
+            )
+        )
 
 
 def _element_commands(verb: str, net: NetworkRecord) -> str:
@@ -222,6 +295,16 @@ def _element_commands(verb: str, net: NetworkRecord) -> str:
         lines.append(f"{verb} element {TABLE} internal_bridges {{ {bridge} }}")
     else:
         lines.append(f"{verb} element {TABLE} masquerade_subnets {{ {net.subnet} }}")
+    return "\n".join(lines)
+
+
+def _nic_commands(verb: str, tap: str, mac: str, address: IPv4Address | None) -> str:
+    lines = [
+        f'{verb} element {BRIDGE_TABLE} nics {{ "{tap}" }}',
+        f'{verb} element {BRIDGE_TABLE} nic_macs {{ "{tap}" . {mac} }}',
+    ]
+    if address is not None:
+        lines.append(f'{verb} element {BRIDGE_TABLE} nic_ips {{ "{tap}" . {mac} . {address} }}')
     return "\n".join(lines)
 
 

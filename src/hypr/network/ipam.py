@@ -1,10 +1,10 @@
-"""SQLite-backed IP address management.
+"""IP address management: the allocation logic over the pools of hypr.state.ipam.
 
 The pool of a network is kept as a table of free ranges. Allocating takes the head of the
 lowest range and releasing merges the address back with its neighbours; each is a couple of
 indexed lookups, so an allocation costs the same in an empty /16 and in an almost full one.
 The network, broadcast and gateway addresses are never in the pool. Callers run these
-methods inside `Database.transaction()`; the primary key on `ip_allocations` is the last line
+methods inside `Database.transaction()`; the primary key on allocations is the last line
 of defence against handing out one address twice.
 """
 
@@ -15,6 +15,8 @@ from typing import NoReturn
 
 from hypr.errors import Conflict, Exhausted, InvalidArgument
 from hypr.state.db import Database
+from hypr.state.ipam import IpamRepository
+from hypr.state.networks import NetworkRepository
 
 
 class Ipam:
@@ -22,153 +24,95 @@ class Ipam:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.rows = IpamRepository(db)
+        self.networks = NetworkRepository(db)
 
     def create_pool(self, network_id: str, subnet: IPv4Network, gateway: IPv4Address) -> None:
         """Fill the pool of a new network with every host address except the gateway."""
         first, last = int(subnet.network_address) + 1, int(subnet.broadcast_address) - 1
         gw = int(gateway)
         ranges = [(first, gw - 1), (gw + 1, last)] if first <= gw <= last else [(first, last)]
-        with self.db.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO ip_free_ranges (network_id, first, last) VALUES (?, ?, ?)",
-                [(network_id, lo, hi) for lo, hi in ranges if lo <= hi],
-            )
+        self.rows.add_ranges(network_id, [(lo, hi) for lo, hi in ranges if lo <= hi])
 
     def allocate(self, network_id: str, owner: str) -> IPv4Address:
         """Hand out the lowest free address of the network."""
-        with self.db.transaction() as conn:
-            row = conn.execute(
-                "SELECT first, last FROM ip_free_ranges WHERE network_id = ? "
-                "ORDER BY first LIMIT 1",
-                (network_id,),
-            ).fetchone()
-            if row is None:
+        with self.db.transaction():
+            lowest = self.rows.lowest_range(network_id)
+            if lowest is None:
                 raise Exhausted(f"address pool exhausted for network {self._name(network_id)}")
-            self._take(network_id, row["first"], row["last"], row["first"], owner)
-            return IPv4Address(row["first"])
+            first, last = lowest
+            self._take(network_id, first, last, first, owner)
+            return IPv4Address(first)
 
     def reserve(self, network_id: str, address: IPv4Address, owner: str) -> IPv4Address:
         """Hand out one requested address, if it is in the pool and free."""
         value = int(address)
-        with self.db.transaction() as conn:
-            row = conn.execute(
-                "SELECT first, last FROM ip_free_ranges WHERE network_id = ? AND first <= ? "
-                "ORDER BY first DESC LIMIT 1",
-                (network_id, value),
-            ).fetchone()
-            if row is None or row["last"] < value:
+        with self.db.transaction():
+            found = self.rows.range_from_below(network_id, value)
+            if found is None or found[1] < value:
                 self._explain_unavailable(network_id, address)
-            self._take(network_id, row["first"], row["last"], value, owner)
+            self._take(network_id, found[0], found[1], value, owner)
             return address
 
     def release(self, network_id: str, address: IPv4Address) -> None:
         """Return an address to the pool, merging it with adjacent free ranges."""
         value = int(address)
-        with self.db.transaction() as conn:
-            deleted = conn.execute(
-                "DELETE FROM ip_allocations WHERE network_id = ? AND address = ?",
-                (network_id, value),
-            ).rowcount
-            if not deleted:
+        with self.db.transaction():
+            if not self.rows.delete_allocation(network_id, value):
                 return
-            below = conn.execute(
-                "SELECT first FROM ip_free_ranges WHERE network_id = ? AND last = ?",
-                (network_id, value - 1),
-            ).fetchone()
-            above = conn.execute(
-                "SELECT last FROM ip_free_ranges WHERE network_id = ? AND first = ?",
-                (network_id, value + 1),
-            ).fetchone()
-            first = below["first"] if below else value
-            last = above["last"] if above else value
-            if above:
-                conn.execute(
-                    "DELETE FROM ip_free_ranges WHERE network_id = ? AND first = ?",
-                    (network_id, value + 1),
-                )
-            if below:
-                conn.execute(
-                    "UPDATE ip_free_ranges SET last = ? WHERE network_id = ? AND first = ?",
-                    (last, network_id, first),
-                )
+            below = self.rows.range_ending_at(network_id, value - 1)
+            above = self.rows.range_starting_at(network_id, value + 1)
+            if above is not None:
+                self.rows.delete_range(network_id, value + 1)
+            last = above if above is not None else value
+            if below is not None:
+                self.rows.move_range_end(network_id, below, last)
             else:
-                conn.execute(
-                    "INSERT INTO ip_free_ranges (network_id, first, last) VALUES (?, ?, ?)",
-                    (network_id, first, last),
-                )
+                self.rows.add_ranges(network_id, [(value, last)])
 
     def release_owner(self, owner: str) -> None:
         """Release every address held by `owner` (a VM NIC), on every network."""
-        rows = self.db.conn.execute(
-            "SELECT network_id, address FROM ip_allocations WHERE owner = ?", (owner,)
-        ).fetchall()
         with self.db.transaction():
-            for row in rows:
-                self.release(row["network_id"], IPv4Address(row["address"]))
+            for network_id, address in self.rows.held_by(owner):
+                self.release(network_id, IPv4Address(address))
 
     def allocations(self, network_id: str) -> dict[IPv4Address, str]:
         """Addresses in use on a network, with their owners."""
-        rows = self.db.conn.execute(
-            "SELECT address, owner FROM ip_allocations WHERE network_id = ? ORDER BY address",
-            (network_id,),
-        ).fetchall()
-        return {IPv4Address(row["address"]): row["owner"] for row in rows}
+        return {IPv4Address(a): owner for a, owner in self.rows.allocations(network_id).items()}
 
     def allocated_count(self, network_id: str) -> int:
-        """How many addresses of the network are handed out (an index count, no rows read)."""
-        row = self.db.conn.execute(
-            "SELECT COUNT(*) FROM ip_allocations WHERE network_id = ?", (network_id,)
-        ).fetchone()
-        return int(row[0])
+        """How many addresses of the network are handed out."""
+        return self.rows.allocated_count(network_id)
 
     def free_count(self, network_id: str) -> int:
         """How many addresses the pool can still give."""
-        row = self.db.conn.execute(
-            "SELECT COALESCE(SUM(last - first + 1), 0) FROM ip_free_ranges WHERE network_id = ?",
-            (network_id,),
-        ).fetchone()
-        return int(row[0])
+        return self.rows.free_count(network_id)
 
     def _take(self, network_id: str, first: int, last: int, value: int, owner: str) -> None:
         """Remove `value` from the free range [first, last] and record its owner."""
-        conn = self.db.conn
         if value == first and first < last:  # the common case: shrink the range in place
-            conn.execute(
-                "UPDATE ip_free_ranges SET first = ? WHERE network_id = ? AND first = ?",
-                (value + 1, network_id, first),
-            )
+            self.rows.move_range_start(network_id, first, value + 1)
         else:
-            conn.execute(
-                "DELETE FROM ip_free_ranges WHERE network_id = ? AND first = ?",
-                (network_id, first),
+            self.rows.delete_range(network_id, first)
+            self.rows.add_ranges(
+                network_id,
+                [(lo, hi) for lo, hi in ((first, value - 1), (value + 1, last)) if lo <= hi],
             )
-            for lo, hi in ((first, value - 1), (value + 1, last)):
-                if lo <= hi:
-                    conn.execute(
-                        "INSERT INTO ip_free_ranges (network_id, first, last) VALUES (?, ?, ?)",
-                        (network_id, lo, hi),
-                    )
-        conn.execute(
-            "INSERT INTO ip_allocations (network_id, address, owner) VALUES (?, ?, ?)",
-            (network_id, value, owner),
-        )
+        self.rows.add_allocation(network_id, value, owner)
 
     def _explain_unavailable(self, network_id: str, address: IPv4Address) -> NoReturn:
-        row = self.db.conn.execute(
-            "SELECT subnet, gateway, name FROM networks WHERE id = ?", (network_id,)
-        ).fetchone()
-        subnet, gateway = IPv4Network(row["subnet"]), IPv4Address(row["gateway"])
-        name = row["name"]
+        net = self.networks.find(network_id)
+        if net is None:
+            raise Conflict(f"address {address} is not available on network {network_id}")
+        subnet, name = net.subnet, net.name
         if address not in subnet:
             raise InvalidArgument(f"address {address} is not in subnet {subnet} of {name}")
-        if address == gateway:
+        if address == net.gateway:
             raise InvalidArgument(f"address {address} is the gateway of network {name}")
         if address in (subnet.network_address, subnet.broadcast_address):
             raise InvalidArgument(f"address {address} is not a host address of {subnet}")
         raise Conflict(f"address {address} is already in use on network {name}")
 
     def _name(self, network_id: str) -> str:
-        row = self.db.conn.execute(
-            "SELECT name FROM networks WHERE id = ?", (network_id,)
-        ).fetchone()
-        return str(row["name"]) if row else network_id
+        net = self.networks.find(network_id)
+        return net.name if net is not None else network_id

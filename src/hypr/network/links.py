@@ -7,7 +7,7 @@ can tell hypr's links from everybody else's without guessing from names.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Interface, IPv4Network
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
@@ -71,3 +71,11 @@ async def routed_networks(ipr: AsyncIPRoute) -> list[IPv4Network]:
         if dst:
             nets.append(IPv4Network(f"{dst}/{route['dst_len']}", strict=False))
     return nets
+
+
+async def host_addresses(ipr: AsyncIPRoute) -> list[IPv4Interface]:
+    """Every IPv4 address of this namespace, with its prefix."""
+    return [
+        IPv4Interface(f"{addr.get('address')}/{addr['prefixlen']}")
+        async for addr in await ipr.addr("dump", family=2)
+    ]

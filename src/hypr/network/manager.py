@@ -19,7 +19,13 @@ from hypr.errors import Conflict, HyprError, InvalidArgument, NotFound
 from hypr.network import bridge
 from hypr.network.firewall import FirewallDriver
 from hypr.network.ipam import Ipam
-from hypr.network.links import delete_link, link_names, owned_links, routed_networks
+from hypr.network.links import (
+    delete_link,
+    host_addresses,
+    link_names,
+    owned_links,
+    routed_networks,
+)
 from hypr.network.names import check_network_name, new_id, now_rfc3339
 from hypr.state.db import Database
 from hypr.state.networks import NetworkRecord, NetworkRepository
@@ -29,6 +35,15 @@ log = logging.getLogger(__name__)
 DEFAULT_NETWORK = "bridge"
 AUTO_SUBNET_FIRST_OCTET = 89  # auto subnets are 10.89.0.0/16, 10.90.0.0/16, ...
 SUPPORTED_DRIVERS = ("bridge",)
+# Ranges a bridge must never be given: its address and connected route would shadow the
+# host's own traffic there, or make no sense on a LAN at all.
+RESERVED_SUBNETS = [
+    (IPv4Network("0.0.0.0/8"), "'this network'"),
+    (IPv4Network("127.0.0.0/8"), "the loopback range"),
+    (IPv4Network("169.254.0.0/16"), "the link-local range"),
+    (IPv4Network("224.0.0.0/4"), "the multicast range"),
+    (IPv4Network("240.0.0.0/4"), "the reserved range (and broadcast)"),
+]
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,8 @@ class NetworkManager:
             if req.subnet is not None:
                 subnet = parse_subnet(req.subnet)
                 _check_no_overlap(subnet, existing)
+                if not is_default:  # the configured default is the operator's own choice
+                    await self._check_not_on_host(subnet)
             else:
                 if req.gateway is not None:
                     raise InvalidArgument("--gateway needs --subnet")
@@ -203,6 +220,16 @@ class NetworkManager:
                 raise
             raise HyprError(f"cannot create network {net.name}: {exc}") from exc
 
+    async def _check_not_on_host(self, subnet: IPv4Network) -> None:
+        """Refuse a subnet that an address or a route of hyprd's namespace already uses: the
+        bridge's connected route would take that traffic away from where it goes now."""
+        for address in await host_addresses(self.ipr):
+            if address.network.overlaps(subnet):
+                raise Conflict(f"subnet {subnet} overlaps address {address} of the host")
+        for route in await routed_networks(self.ipr):
+            if route.overlaps(subnet):
+                raise Conflict(f"subnet {subnet} overlaps the host's route to {route}")
+
     async def _pick_subnet(self, existing: list[NetworkRecord]) -> IPv4Network:
         """The next /16 from 10.89.0.0 upward that overlaps no network and no route."""
         taken = [net.subnet for net in existing] + await routed_networks(self.ipr)
@@ -233,6 +260,9 @@ def parse_subnet(text: str) -> IPv4Network:
         raise InvalidArgument(f"invalid subnet {text!r}: it should be {subnet}")
     if subnet.prefixlen > 30:
         raise InvalidArgument(f"invalid subnet {text!r}: the prefix must be /30 or shorter")
+    for reserved, what in RESERVED_SUBNETS:
+        if subnet.overlaps(reserved):
+            raise InvalidArgument(f"invalid subnet {text}: it overlaps {reserved}, {what}")
     return subnet
 
 

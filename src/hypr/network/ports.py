@@ -12,39 +12,20 @@ from __future__ import annotations
 import errno
 import re
 import socket
-from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 
-from hypr.errors import Conflict, HyprError, InvalidArgument
+from hypr.config import DEFAULT_MAX_PORT_RANGE
+from hypr.errors import Conflict, HyprError, InternalError, InvalidArgument
+from hypr.state.ports import ANY_ADDRESS, PortForward
 
-ANY_ADDRESS = IPv4Address("0.0.0.0")
 PROTOCOLS = ("tcp", "udp")
 SPEC_SYNTAX = "[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp], ports may be ranges such as 8000-8010"
 _PORTS = re.compile(r"^([0-9]{1,5})(?:-([0-9]{1,5}))?$")
 
 
-@dataclass(frozen=True)
-class PortForward:
-    """One published port: `host_ip:host_port/protocol` leads to `guest_port` of a VM."""
-
-    protocol: str
-    host_ip: IPv4Address  # ANY_ADDRESS: every address of the host
-    host_port: int
-    guest_port: int
-    ssh: bool = False  # handed out from the SSH pool by --ssh
-
-    @property
-    def host(self) -> str:
-        """How errors name the host side, e.g. `0.0.0.0:8080/tcp`."""
-        return f"{self.host_ip}:{self.host_port}/{self.protocol}"
-
-    def __str__(self) -> str:
-        """Docker's notation, as `ps` shows it: `0.0.0.0:8080->80/tcp`."""
-        return f"{self.host_ip}:{self.host_port}->{self.guest_port}/{self.protocol}"
-
-
-def parse_publish(spec: str) -> list[PortForward]:
-    """Parse one `-p` value into one forward per port (a range gives several)."""
+def parse_publish(spec: str, max_range: int = DEFAULT_MAX_PORT_RANGE) -> list[PortForward]:
+    """Parse one `-p` value into one forward per port (a range gives several, at most
+    `max_range`)."""
     text, slash, protocol = spec.strip().partition("/")
     protocol = protocol.lower() if slash else "tcp"
     if protocol not in PROTOCOLS:
@@ -59,6 +40,11 @@ def parse_publish(spec: str) -> list[PortForward]:
         raise InvalidArgument(
             f"invalid port spec {spec!r}: the host range has {host_last - host_first + 1} "
             f"ports and the guest range {guest_last - guest_first + 1}; they must match"
+        )
+    if host_last - host_first + 1 > max_range:
+        raise InvalidArgument(
+            f"invalid port spec {spec!r}: the range has {host_last - host_first + 1} ports, "
+            f"more than the {max_range} one range may publish (HYPR_MAX_PORT_RANGE)"
         )
     return [
         PortForward(protocol, host_ip, host_first + offset, guest_first + offset)
@@ -132,4 +118,4 @@ def _bind_error(fwd: PortForward, exc: OSError) -> HyprError:
         return Conflict(f"host port {fwd.host} is already in use on the host")
     if exc.errno == errno.EADDRNOTAVAIL:
         return InvalidArgument(f"host IP {fwd.host_ip} is not an address of this host")
-    return HyprError(f"cannot reserve host port {fwd.host}: {exc.strerror}")
+    return InternalError(f"hyprd cannot reserve host port {fwd.host}: {exc.strerror}")

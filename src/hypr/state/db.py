@@ -25,6 +25,7 @@ class Database:
         if str(path) != ":memory:":
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
+            _make_private(Path(path))
         self._depth = 0
 
     def migrate(self) -> int:
@@ -63,6 +64,16 @@ class Database:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _make_private(path: Path) -> None:
+    """The database holds VM env values (secrets): it, its -wal and -shm are 0600 whatever
+    the umask of whoever created them (SQLite creates -wal and -shm with the main file's
+    mode)."""
+    for suffix in ("", "-wal", "-shm"):
+        file = path.with_name(path.name + suffix)
+        if file.exists():
+            file.chmod(0o600)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -8,10 +8,32 @@ caller refuse with a message that names the holder before the constraint has to.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from hypr.network.ports import ANY_ADDRESS, PortForward
 from hypr.state.db import Database
+
+ANY_ADDRESS = IPv4Address("0.0.0.0")
+
+
+@dataclass(frozen=True)
+class PortForward:
+    """One published port: `host_ip:host_port/protocol` leads to `guest_port` of a VM."""
+
+    protocol: str
+    host_ip: IPv4Address  # ANY_ADDRESS: every address of the host
+    host_port: int
+    guest_port: int
+    ssh: bool = False  # handed out from the SSH pool by --ssh
+
+    @property
+    def host(self) -> str:
+        """How errors name the host side, e.g. `0.0.0.0:8080/tcp`."""
+        return f"{self.host_ip}:{self.host_port}/{self.protocol}"
+
+    def __str__(self) -> str:
+        """Docker's notation, as `ps` shows it: `0.0.0.0:8080->80/tcp`."""
+        return f"{self.host_ip}:{self.host_port}->{self.guest_port}/{self.protocol}"
 
 
 class PortForwardRepository:

@@ -175,6 +175,16 @@ class VmRepository:
             self.db.conn.execute("SELECT 1 FROM vms WHERE name = ?", (name,)).fetchone() is not None
         )
 
+    def name_in_other_case(self, name: str, vm_id: str) -> str | None:
+        """The name of another VM that is `name` but for case, if there is one."""
+        row = self.db.conn.execute(
+            "SELECT name FROM vms WHERE name = ? COLLATE NOCASE AND id != ?", (name, vm_id)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def ids(self) -> set[str]:
+        return {row[0] for row in self.db.conn.execute("SELECT id FROM vms")}
+
     def mac_taken(self, mac: str) -> bool:
         row = self.db.conn.execute("SELECT 1 FROM vm_nics WHERE mac = ?", (mac,)).fetchone()
         return row is not None
