@@ -35,7 +35,6 @@ from pathlib import Path
 
 from hypr.daemon.ports import PortForwarder
 from hypr.network.firewall import NftablesFirewall
-from hypr.network.ports import ANY_ADDRESS, PortForward
 from hypr.sandbox import (
     UPLINK_ADDRESS,
     UPSTREAM_ADDRESS,
@@ -48,6 +47,7 @@ from hypr.sandbox import (
 )
 from hypr.state.db import Database
 from hypr.state.networks import NetworkRecord, NetworkRepository
+from hypr.state.ports import ANY_ADDRESS, PortForward
 from hypr.state.vms import NicRecord, PublishRequest, VmRecord, VmRepository, VmSpec
 
 SERVER = IPv4Address("10.88.0.200")
