@@ -17,25 +17,25 @@ import tempfile
 import time
 from pathlib import Path
 
-from hypr.guest.build import preferred_kernel
+from hypr.guest.assets import preferred_kernel
 from hypr.guest.protocol import AgentClient
-from hypr.vmm.adapter import VmConfig, WorkloadSpec
-from hypr.vmm.qemu import QemuAdapter, probe_boot
+from hypr.guest.spec import PROBE_ARGS, PROBE_MARKER, WorkloadSpec, spec_cpio
+from hypr.vmm.adapter import VmConfig
+from hypr.vmm.qemu import BootProbe, QemuAdapter, probe_boot
 
 
 async def time_ready(assets: Path, kernel: Path, memory: int, workdir: Path, n: int) -> float:
     run = workdir / f"vm{n}"
     config = VmConfig(
         vm_id=f"bench{n}",
-        hostname="bench",
         vcpus=1,
         memory_mib=memory,
         kernel=kernel,
-        initramfs=assets / "initramfs.cpio",
+        initrd=assets / "initramfs.cpio",
+        initrd_append=spec_cpio(WorkloadSpec(argv=["sleep", "100000"])),
+        cmdline="hypr.hostname=bench",
         rootfs=assets / "images" / "busybox" / "rootfs.squashfs",
         nics=[],
-        dns=[],
-        workload=WorkloadSpec(argv=["sleep", "100000"]),
         runtime_dir=run,
         console_log=run / "console.log",
     )
@@ -51,7 +51,8 @@ async def time_ready(assets: Path, kernel: Path, memory: int, workdir: Path, n: 
 
 
 async def time_bare(assets: Path, kernel: Path) -> float:
-    took, why = await probe_boot("tcg", kernel, assets / "initramfs.cpio", timeout=120)
+    probe = BootProbe(kernel, assets / "initramfs.cpio", PROBE_ARGS, PROBE_MARKER)
+    took, why = await probe_boot("tcg", probe, timeout=120)
     if took is None:
         raise RuntimeError(f"bare boot failed: {why}")
     return took

@@ -24,10 +24,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from hypr.guest.build import preferred_kernel
-from hypr.guest.spec import BASE_CMDLINE, FAST_CMDLINE, tcg_cmdline
+from hypr.guest.assets import preferred_kernel
+from hypr.guest.spec import PROBE_ARGS, PROBE_MARKER
 from hypr.sandbox import BIN, DEFAULT_ASSETS, Hyprd, create_netns, delete_netns, in_ns
-from hypr.vmm.qemu import PROBE_MARKER, host_tsc_khz
+from hypr.vmm.cmdline import kernel_cmdline
+from hypr.vmm.tsc import host_tsc_khz
 
 ASSETS = Path(os.environ.get("HYPR_ASSETS_DIR", str(DEFAULT_ASSETS)))
 EXEC_DEADLINE = 2.0
@@ -53,7 +54,7 @@ def ms(value: float) -> str:
 def bare_boot(runs: int) -> list[float]:
     """QEMU with the same kernel, initramfs, memory and kernel arguments as hypr's VMs, but
     no devices, from spawn until the agent, started as init, prints its probe marker."""
-    cmdline = f"{BASE_CMDLINE} {FAST_CMDLINE} {tcg_cmdline(host_tsc_khz())} hypr.probe=1"
+    cmdline = kernel_cmdline("tcg", PROBE_ARGS, host_tsc_khz())
     argv = [
         "qemu-system-x86_64", "-M", "microvm,accel=tcg,pit=on,pic=on,rtc=on",
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-m", "256",

@@ -18,10 +18,10 @@ from typing import TypeVar
 import pytest
 from guestvm import GuestVm, Netns, VmFactory
 
-from hypr.guest.build import preferred_kernel
+from hypr.guest.assets import preferred_kernel
 from hypr.guest.protocol import AgentClient, AgentDisconnected, ExecResult, WorkloadExit
-from hypr.vmm.adapter import WorkloadSpec
-from hypr.vmm.qemu import probe_boot, resolve_accel
+from hypr.guest.spec import PROBE_ARGS, PROBE_MARKER, WorkloadSpec
+from hypr.vmm.qemu import BootProbe, probe_boot, resolve_accel
 
 pytestmark = pytest.mark.vm
 
@@ -366,14 +366,14 @@ def test_dhcp_and_nic_matching_by_mac(vms: VmFactory, dnsmasq: str) -> None:
 
 
 def test_probe_boot_and_accel_resolution(assets: Path) -> None:
-    kernel, initramfs = preferred_kernel(assets), assets / "initramfs.cpio"
-    took, why = asyncio.run(probe_boot("tcg", kernel, initramfs, timeout=60))
+    probe = BootProbe(preferred_kernel(assets), assets / "initramfs.cpio", PROBE_ARGS, PROBE_MARKER)
+    took, why = asyncio.run(probe_boot("tcg", probe, timeout=60))
     assert took is not None, why
-    accel = asyncio.run(resolve_accel("auto", kernel, initramfs))
+    accel = asyncio.run(resolve_accel("auto", probe))
     if Path("/sys/module/kvm_pvm").exists():
         assert accel == "tcg"  # this platform's nested KVM never boots a guest
     assert accel in ("kvm", "tcg")
-    assert asyncio.run(resolve_accel("tcg", kernel, initramfs)) == "tcg"
+    assert asyncio.run(resolve_accel("tcg", probe)) == "tcg"
     leftovers = [
         p for p in Path("/proc").iterdir()
         if p.name.isdigit() and b"hypr.probe=1" in _cmdline(p)

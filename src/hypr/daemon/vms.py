@@ -26,8 +26,17 @@ from hypr.config import Settings
 from hypr.daemon.metrics import VM_BOOT_SECONDS
 from hypr.daemon.observers import VmObserver
 from hypr.errors import Conflict, HyprError, InvalidArgument, NotFound
-from hypr.guest.build import preferred_kernel
+from hypr.guest.assets import preferred_kernel
 from hypr.guest.protocol import AgentClient, AgentDisconnected, ExecResult, WorkloadExit
+from hypr.guest.spec import (
+    PROBE_ARGS,
+    PROBE_MARKER,
+    GuestNic,
+    GuestSpec,
+    WorkloadSpec,
+    kernel_args,
+    spec_cpio,
+)
 from hypr.images.store import Image, ImageStore
 from hypr.network.ipam import Ipam
 from hypr.network.links import delete_link, owned_links
@@ -36,8 +45,9 @@ from hypr.network.names import check_vm_name, new_id, now_rfc3339
 from hypr.network.tap import TapNameTaken, create_tap, delete_tap
 from hypr.state.db import Database
 from hypr.state.vms import NicRecord, VmRecord, VmRepository, VmSpec
-from hypr.vmm.adapter import Accel, NicConfig, VmConfig, VmHandle, VmmAdapter, WorkloadSpec
-from hypr.vmm.qemu import AGENT_SOCKET, host_tsc_khz, resolve_accel
+from hypr.vmm.adapter import Accel, NicConfig, VmConfig, VmHandle, VmmAdapter
+from hypr.vmm.qemu import AGENT_SOCKET, BootProbe, resolve_accel
+from hypr.vmm.tsc import host_tsc_khz
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +153,8 @@ class VmManager:
 
         async def resolve() -> Accel:
             await asyncio.to_thread(host_tsc_khz)
-            return await resolve_accel(self.settings.accel, self.kernel, self.initramfs)
+            probe = BootProbe(self.kernel, self.initramfs, PROBE_ARGS, PROBE_MARKER)
+            return await resolve_accel(self.settings.accel, probe)
 
         self._accel = asyncio.create_task(resolve())
 
@@ -460,15 +471,9 @@ class VmManager:
         run_dir = self._runtime_dir(vm.id)
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
-        config = VmConfig(
-            vm_id=vm.id,
+        guest = GuestSpec(
             hostname=vm.spec.hostname or vm.name,
-            vcpus=vm.spec.vcpus,
-            memory_mib=vm.spec.memory_mib,
-            kernel=self.kernel,
-            initramfs=self.initramfs,
-            rootfs=image.rootfs,
-            nics=nics,
+            nics=[nic for _, nic in nics],
             dns=self._dns_servers(vm),
             workload=WorkloadSpec(
                 argv=vm.spec.argv,
@@ -477,6 +482,17 @@ class VmManager:
                 restart=vm.spec.restart,  # type: ignore[arg-type]
                 max_restarts=vm.spec.max_restarts,
             ),
+        )
+        config = VmConfig(
+            vm_id=vm.id,
+            vcpus=vm.spec.vcpus,
+            memory_mib=vm.spec.memory_mib,
+            kernel=self.kernel,
+            initrd=self.initramfs,
+            initrd_append=spec_cpio(guest.workload),
+            cmdline=kernel_args(guest),
+            rootfs=image.rootfs,
+            nics=[NicConfig(tap, nic.mac) for tap, nic in nics],
             runtime_dir=run_dir,
             console_log=self.log_path(vm.id),
             accel=accel,
@@ -617,7 +633,8 @@ class VmManager:
         await self.adapter.stop(running.handle, timeout=min(timeout, 3.0) if timeout else 0)
         await running.exited.wait()
 
-    async def _create_taps(self, vm: VmRecord) -> list[NicConfig]:
+    async def _create_taps(self, vm: VmRecord) -> list[tuple[str, GuestNic]]:
+        """A TAP per NIC, and what the guest is told about that NIC."""
         nics = []
         for nic in vm.nics:
             net = self.networks.get(nic.network_id)
@@ -626,11 +643,13 @@ class VmManager:
             self._reserved_taps.discard(tap)
             address = IPv4Interface(f"{nic.address}/{net.subnet.prefixlen}")
             nics.append(
-                NicConfig(
-                    tap=tap,
-                    mac=nic.mac,
-                    address=None if vm.spec.dhcp else address,
-                    gateway=net.gateway,
+                (
+                    tap,
+                    GuestNic(
+                        mac=nic.mac,
+                        address=None if vm.spec.dhcp else address,
+                        gateway=net.gateway,
+                    ),
                 )
             )
         return nics
