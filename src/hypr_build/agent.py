@@ -8,7 +8,7 @@ from pathlib import Path
 from hypr_build.common import BuildError, Stamps, digest, run, step
 
 AGENT_SOURCES = Path(__file__).parent / "kestrel"
-CFLAGS = ("-static", "-Os", "-Wall", "-Wextra", "-Werror", "-s", "-std=gnu11")
+CFLAGS = ("-static", "-Os", "-Wall", "-Wextra", "-Werror", "-s")
 
 
 def agent_sources() -> list[Path]:
