@@ -22,16 +22,16 @@ from hypr.guest.spec import PROBE_ARGS, PROBE_MARKER
 from hypr.vmm.cmdline import kernel_cmdline
 from hypr.vmm.tsc import host_tsc_khz
 
-BOOT_LINE = re.compile(r"kestrel: boot ms:((?: \w+=[0-9.]+)+)")
+BOOT_LINE = re.compile(r"kestrel: boot ms:((?: [\w.]+=[0-9.]+)+)")
 # The steps as kestrel names them, and what each span (from the previous mark) covers.
 STEPS = (
     ("init", "kernel start to init (kernel boot, initramfs unpack)"),
     ("mounts", "early mounts (proc, sys, dev)"),
     ("modules", "module loading (virtio, squashfs, overlay) and device probe"),
+    ("channel", "control channel opened"),
     ("rootfs", "image: squashfs + overlay + /dev mounts"),
     ("net", "/hypr/spec and NIC set-up"),
     ("workload", "/etc files and workload spawn"),
-    ("channel", "control channel found"),
     ("ready", "HELLO answered: agent ready"),
 )
 
@@ -45,12 +45,12 @@ def parse_boot_line(dmesg: str) -> dict[str, float]:
 
 
 def spans(marks: dict[str, float]) -> dict[str, float]:
-    """Each step's own duration in ms (from the previous mark; `init` from kernel start)."""
+    """Each step's own duration in ms, from the mark before it in time (`init` from kernel
+    start); the channel may open early or late."""
     out, last = {}, 0.0
-    for step, _ in STEPS:
-        if step in marks:
-            out[step] = marks[step] - last
-            last = marks[step]
+    for step, at in sorted(marks.items(), key=lambda item: item[1]):
+        out[step] = at - last
+        last = at
     return out
 
 

@@ -18,11 +18,13 @@ from hypr_build.common import BuildError, Stamps, digest, run, step, with_lists
 
 KERNEL_META_PACKAGE = "linux-image-cloud-amd64"
 # What the agent needs that the cloud kernel builds as modules; dependencies are added.
+# virtio_console early: the agent opens its port right after the modules are in, and the
+# port's name arrives asynchronously after the probe.
 WANTED_MODULES = (
     "virtio_mmio",
+    "virtio_console",
     "virtio_blk",
     "virtio_net",
-    "virtio_console",
     "squashfs",
     "overlay",
 )
@@ -71,6 +73,19 @@ def modinfo_depends(module: bytes) -> list[str]:
                     return [d for d in field[8:].decode().split(",") if d]
             return []
     raise BuildError("module has no .modinfo section")
+
+
+def strip_btf(module: bytes) -> bytes:
+    """The module without its .BTF section (BPF type info, unused in the guest).
+
+    Loading the first module that has one makes the kernel parse the whole vmlinux BTF, and
+    each module's own is checked at load: measured under TCG, module loading took ~220 ms
+    with them and ~115 ms without."""
+    with tempfile.TemporaryDirectory(prefix="hypr-ko-") as tmp:
+        path = Path(tmp) / "m.ko"
+        path.write_bytes(module)
+        run(["objcopy", "--remove-section=.BTF", str(path)])
+        return path.read_bytes()
 
 
 def strip_signature(module: bytes) -> bytes:
@@ -176,11 +191,12 @@ def _signatures_enforced(root: Path) -> bool:
 
 
 def build_kernel(out: Path, cache: Path, stamps: Stamps) -> Path:
-    """vmlinuz (and vmlinux) into `out`, the needed modules (uncompressed, unsigned where the
-    kernel allows it, in load order) into the cache; returns the module directory."""
+    """vmlinuz (and vmlinux) into `out`, the needed modules (uncompressed and, where the
+    kernel allows it, unsigned and without BTF, in load order) into the cache; returns the
+    module directory."""
     package = with_lists("kernel", kernel_package)
     moddir = cache / "modules"
-    inputs = digest(package, *WANTED_MODULES, "pvh", "unsigned")
+    inputs = digest(package, *WANTED_MODULES, "pvh", "unsigned", "no-btf")
 
     def work() -> str:
         with tempfile.TemporaryDirectory(prefix="hypr-kernel-") as tmp:
@@ -198,7 +214,7 @@ def build_kernel(out: Path, cache: Path, stamps: Stamps) -> Path:
             shutil.rmtree(moddir, ignore_errors=True)
             moddir.mkdir(parents=True)
             for name, data in modules:
-                ko = data if keep_signatures else strip_signature(data)
+                ko = data if keep_signatures else strip_btf(strip_signature(data))
                 (moddir / f"{name}.ko").write_bytes(ko)
             (moddir / LOAD_ORDER).write_text("".join(f"{n}.ko\n" for n, _ in modules))
             shutil.copyfile(vmlinuz[-1], out / KERNEL_BZIMAGE)

@@ -26,7 +26,7 @@ from hypr.vmm.adapter import NicConfig, VmConfig, VmHandle
 from hypr.vmm.qemu import BootProbe, QemuAdapter, probe_boot
 from hypr.vmm.tsc import host_tsc_khz, kernel_log_khz, measured_khz
 from hypr_build.common import Stamps
-from hypr_build.kernel import extract_vmlinux, modinfo_depends
+from hypr_build.kernel import SIGNATURE_MAGIC, extract_vmlinux, modinfo_depends, strip_signature
 
 
 def fake_module(modinfo: bytes) -> bytes:
@@ -54,6 +54,16 @@ def test_modinfo_depends() -> None:
     module = fake_module(b"license=GPL\0depends=virtio,virtio_ring\0name=virtio_net\0")
     assert modinfo_depends(module) == ["virtio", "virtio_ring"]
     assert modinfo_depends(fake_module(b"depends=\0")) == []
+
+
+def test_strip_signature() -> None:
+    module = fake_module(b"depends=\0")
+    signer, key_id, sig = b"Debian", b"\x01" * 20, b"\xaa" * 512
+    # struct module_signature: algo, hash, id_type, signer_len, key_id_len, pad[3], sig_len
+    info = bytes([0, 0, 2, len(signer), len(key_id), 0, 0, 0]) + struct.pack(">I", len(sig))
+    signed = module + signer + key_id + sig + info + SIGNATURE_MAGIC
+    assert strip_signature(signed) == module
+    assert strip_signature(module) == module
 
 
 def test_extract_vmlinux_rejects_non_bzimage() -> None:

@@ -22,6 +22,7 @@ from hypr.guest.assets import preferred_kernel
 from hypr.guest.protocol import AgentClient, AgentDisconnected, ExecResult, WorkloadExit
 from hypr.guest.spec import PROBE_ARGS, PROBE_MARKER, WorkloadSpec
 from hypr.vmm.qemu import BootProbe, probe_boot, resolve_accel
+from hypr_build.kernel import SIGNATURE_MAGIC
 
 pytestmark = pytest.mark.vm
 
@@ -223,6 +224,28 @@ def test_workload_state_and_console(web: GuestVm) -> None:
     log = web.config.console_log.read_bytes()
     assert b"workload-started\n" in log and b"\r" not in log.split(b"workload-started")[1][:2]
     assert sh(web, "test -e /dev/stdout && test -e /dev/fd/0 && test -c /dev/null").exit_code == 0
+
+
+def test_boot_steps_are_in_the_kernel_log_not_the_console(web: GuestVm) -> None:
+    dmesg = sh(web, "dmesg").stdout.decode()
+    line = next(w for w in dmesg.splitlines() if "kestrel: boot ms:" in w)
+    marks = dict(w.split("=") for w in line.split("boot ms:")[1].split())
+    steps = ["init", "mounts", "modules", "rootfs", "net", "workload", "ready"]
+    assert set(steps) <= set(marks) and "channel" in marks
+    times = [float(marks[s]) for s in steps]
+    assert times == sorted(times)
+    assert b"boot ms" not in web.config.console_log.read_bytes()
+
+
+def test_modules_are_shipped_unsigned_and_without_btf(assets: Path) -> None:
+    modules = sorted((assets / ".cache" / "modules").glob("*.ko"))
+    assert modules
+    for module in modules:
+        assert not module.read_bytes().endswith(SIGNATURE_MAGIC), module.name
+        sections = subprocess.run(
+            ["readelf", "-S", "-W", str(module)], capture_output=True, text=True, check=True
+        ).stdout
+        assert " .BTF " not in sections and " .modinfo " in sections, module.name
 
 
 def test_disconnect_and_reconnect_keep_serving(web: GuestVm) -> None:

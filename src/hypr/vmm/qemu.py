@@ -74,7 +74,9 @@ class QemuAdapter:
                 "-device", f"virtio-net-device,netdev=net{index},mac={nic.mac}",
             ]  # fmt: skip
         argv += [
-            "-device", "virtio-serial-device",
+            # Two ports (0 is reserved for a console): with the default 31 the guest sets up
+            # 64 virtqueues when virtio_console probes.
+            "-device", "virtio-serial-device,max_ports=2",
             "-chardev", f"socket,id=agent,path={run / AGENT_SOCKET},server=on,wait=off",
             "-device", "virtserialport,chardev=agent,name=hypr.agent",
         ]  # fmt: skip

@@ -61,6 +61,9 @@ int main(void)
 	}
 	load_modules();
 	boot_mark("modules");
+	/* Open the port now if its name is in: the host's HELLO then travels while we mount
+	 * and configure; otherwise the loop below keeps looking. */
+	find_channel();
 	setup_rootfs();
 	boot_mark("rootfs");
 	read_spec();
