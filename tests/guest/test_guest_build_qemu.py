@@ -24,7 +24,7 @@ from hypr.guest.spec import (
 )
 from hypr.vmm.adapter import NicConfig, VmConfig, VmHandle
 from hypr.vmm.qemu import BootProbe, QemuAdapter, probe_boot
-from hypr.vmm.tsc import host_tsc_khz, kernel_log_khz, measured_khz
+from hypr.vmm.tsc import host_tsc_khz, measured_khz
 from hypr_build.common import Stamps
 from hypr_build.kernel import SIGNATURE_MAGIC, extract_vmlinux, modinfo_depends, strip_signature
 
@@ -198,11 +198,9 @@ def test_host_tsc_khz_is_plausible() -> None:
     assert khz is None or 100_000 < khz < 10_000_000
 
 
-def test_tsc_rate_from_the_kernel_log_matches_the_measured_one() -> None:
-    logged, measured = kernel_log_khz(), measured_khz()
-    if logged is None or measured is None:
-        pytest.skip("the kernel log no longer holds the TSC line, or RDTSC cannot run here")
-    assert abs(logged - measured) / logged < 0.01
+def test_tsc_rate_is_measured_in_a_child_process() -> None:
+    khz = measured_khz()
+    assert khz is not None and 100_000 < khz < 10_000_000
 
 
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="no QEMU")

@@ -2,9 +2,11 @@
 
 Under TCG the guest's RDTSC returns the host's TSC, and the guest kernel cannot calibrate
 it reliably under emulation; told a wrong rate, its clock runs fast or slow by the ratio
-(a fixed 2 GHz on a 2.445 GHz host ran 22 % fast). The host kernel logs the rate it keeps
-time with; when that line has left the log, a child process (`python -m hypr.vmm.tsc`)
-measures RDTSC against CLOCK_MONOTONIC, so no machine code ever runs inside hyprd.
+(a fixed 2 GHz on a 2.445 GHz host ran 22 % fast). Linux publishes no exact rate: its boot
+line "tsc: Detected ... MHz" leaves the kernel log's ring buffer within minutes on a busy
+host, and /proc/cpuinfo's "cpu MHz" is the current core clock on most hardware. So a child
+process (`python -m hypr.vmm.tsc`) measures RDTSC against CLOCK_MONOTONIC, and no machine
+code ever runs inside hyprd.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import mmap
-import os
 import platform
 import re
 import statistics
@@ -22,15 +23,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-KMSG = "/dev/kmsg"
-# Best first: the refined calibration replaces the early one; "MHz TSC" is printed when the
-# TSC's rate differs from the processor's.
-_KERNEL_LINES = (
-    re.compile(rb"tsc: Refined TSC clocksource calibration: ([0-9]+)\.([0-9]{3}) MHz"),
-    re.compile(rb"tsc: Detected ([0-9]+)\.([0-9]{3}) MHz TSC"),
-    re.compile(rb"tsc: Detected ([0-9]+)\.([0-9]{3}) MHz processor"),
-)
-MAX_KMSG_RECORDS = 100_000
 MEASURE_TIMEOUT = 10.0
 
 # rdtsc; shl rdx, 32; or rax, rdx; ret
@@ -42,33 +34,7 @@ def host_tsc_khz() -> int | None:
     """The host's TSC rate in kHz (found once per process), or None if unknown."""
     if platform.machine() not in ("x86_64", "AMD64"):
         return None
-    return kernel_log_khz() or measured_khz() or _cpuinfo_khz()
-
-
-def kernel_log_khz(path: str = KMSG) -> int | None:
-    """The rate the host kernel logged at boot, if its log still holds the line."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    found: dict[int, int] = {}
-    try:
-        for _ in range(MAX_KMSG_RECORDS):
-            try:
-                record = os.read(fd, 8192)
-            except BrokenPipeError:  # a record was overwritten while we read: skip on
-                continue
-            except OSError:  # BlockingIOError: the end of the log
-                break
-            if not record:
-                break
-            for rank, pattern in enumerate(_KERNEL_LINES):
-                match = pattern.search(record)
-                if match:
-                    found[rank] = int(match.group(1)) * 1000 + int(match.group(2))
-    finally:
-        os.close(fd)
-    return found[min(found)] if found else None
+    return measured_khz() or _cpuinfo_khz()
 
 
 def measured_khz() -> int | None:
