@@ -471,33 +471,34 @@ class VmManager:
         run_dir = self._runtime_dir(vm.id)
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
-        guest = GuestSpec(
-            hostname=vm.spec.hostname or vm.name,
-            nics=[nic for _, nic in nics],
-            dns=self._dns_servers(vm),
-            workload=WorkloadSpec(
-                argv=vm.spec.argv,
-                env=vm.spec.env,
-                workdir=vm.spec.workdir,
-                restart=vm.spec.restart,  # type: ignore[arg-type]
-                max_restarts=vm.spec.max_restarts,
-            ),
-        )
-        config = VmConfig(
-            vm_id=vm.id,
-            vcpus=vm.spec.vcpus,
-            memory_mib=vm.spec.memory_mib,
-            kernel=self.kernel,
-            initrd=self.initramfs,
-            initrd_append=spec_cpio(guest.workload),
-            cmdline=kernel_args(guest),
-            rootfs=image.rootfs,
-            nics=[NicConfig(tap, nic.mac) for tap, nic in nics],
-            runtime_dir=run_dir,
-            console_log=self.log_path(vm.id),
-            accel=accel,
-        )
         try:
+            # Rendering refuses what the guest cannot be told (a NUL in argv, say).
+            guest = GuestSpec(
+                hostname=vm.spec.hostname or vm.name,
+                nics=[nic for _, nic in nics],
+                dns=self._dns_servers(vm),
+                workload=WorkloadSpec(
+                    argv=vm.spec.argv,
+                    env=vm.spec.env,
+                    workdir=vm.spec.workdir,
+                    restart=vm.spec.restart,  # type: ignore[arg-type]
+                    max_restarts=vm.spec.max_restarts,
+                ),
+            )
+            config = VmConfig(
+                vm_id=vm.id,
+                vcpus=vm.spec.vcpus,
+                memory_mib=vm.spec.memory_mib,
+                kernel=self.kernel,
+                initrd=self.initramfs,
+                initrd_append=spec_cpio(guest.workload),
+                cmdline=kernel_args(guest),
+                rootfs=image.rootfs,
+                nics=[NicConfig(tap, nic.mac) for tap, nic in nics],
+                runtime_dir=run_dir,
+                console_log=self.log_path(vm.id),
+                accel=accel,
+            )
             handle = await self.adapter.create(config)
         except Exception as exc:
             await self._undo_boot(vm.id)
