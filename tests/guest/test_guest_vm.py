@@ -193,6 +193,18 @@ def test_guest_clock_runs_at_host_rate(web: GuestVm) -> None:
     assert 1.95 < with_agent(web, body) < 3.0  # a wrong tsc_early_khz skews this by ~20%
 
 
+def test_signal_right_after_exec_is_not_lost(web: GuestVm) -> None:
+    """EXEC and SIGNAL in one read: the child may not have its own process group yet."""
+
+    async def body(client: AgentClient) -> None:
+        for _ in range(3):
+            sleeper = await client.open_exec(["sleep", "100"])
+            await sleeper.signal(15)
+            assert await asyncio.wait_for(sleeper.wait(), 10) == 128 + 15
+
+    with_agent(web, body)
+
+
 def test_network_configuration(web: GuestVm) -> None:
     nic = web.config.nics[0]
     addr = sh(web, "ip addr show eth0").stdout.decode()

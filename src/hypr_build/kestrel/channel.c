@@ -174,7 +174,7 @@ static void handle_frame(int type, uint32_t sid, const char *p, size_t n)
 		break;
 	case F_SIGNAL:
 		if (n >= 1 && (s = find_session(sid)) && !s->reaped)
-			kill(-s->pid, (unsigned char)p[0]);
+			kill_group(s->pid, (unsigned char)p[0]);
 		break;
 	case F_SHUTDOWN:
 		handle_shutdown(p, n);

@@ -19,7 +19,7 @@ size_t stdin_total;
 static void session_orphan(struct session *s)
 {
 	if (!s->reaped)
-		kill(-s->pid, SIGKILL);
+		kill_group(s->pid, SIGKILL);
 	s->orphan = true;
 	close_fd(&s->out);
 	close_fd(&s->err);
@@ -112,7 +112,7 @@ void handle_exec(uint32_t id, const char *p, size_t n)
 					fcntl(s->in, F_SETFL, O_NONBLOCK);
 				sessions = s;
 			} else {
-				kill(-pid, SIGKILL);
+				kill_group(pid, SIGKILL);
 			}
 		}
 	}

@@ -114,6 +114,7 @@ void setup_network(void);
 /* workload.c */
 extern struct workload wl;
 pid_t spawn(char *const argv[], char *const envp[], const char *cwd, int fd0, int fd1, int fd2);
+void kill_group(pid_t pid, int sig);
 void start_workload(void);
 void handle_shutdown(const char *p, size_t n);
 void reap(void);

@@ -87,7 +87,7 @@ int main(void)
 		if (wl.state == W_STARTING && wl.restart_at && now >= wl.restart_at && !wl.final)
 			start_workload();
 		if (wl.kill_at && wl.state == W_RUNNING && now >= wl.kill_at) {
-			kill(-wl.pid, SIGKILL);
+			kill_group(wl.pid, SIGKILL);
 			wl.kill_at = 0;
 		}
 		finish_sessions();

@@ -15,6 +15,14 @@
 
 struct workload wl = { .state = W_STARTING, .exit_code = -1 };
 
+/* Signal the process group a spawned child leads, or the child itself if it
+ * has not called setsid() yet (a SIGNAL or SHUTDOWN right after the fork). */
+void kill_group(pid_t pid, int sig)
+{
+	if (kill(-pid, sig) < 0 && errno == ESRCH)
+		kill(pid, sig);
+}
+
 /* fork+exec into /newroot; in the child, failures print to fd 2 and exit
  * 127 (not found) or 126 (cannot run), like Docker. */
 pid_t spawn(char *const argv[], char *const envp[], const char *cwd, int fd0, int fd1,
@@ -115,7 +123,7 @@ void handle_shutdown(const char *p, size_t n)
 	wl.shutting_down = true;
 	if (wl.state == W_RUNNING) {
 		int grace = atoi(s);
-		kill(-wl.pid, SIGTERM);
+		kill_group(wl.pid, SIGTERM);
 		wl.kill_at = now_ms() + (uint64_t)(grace > 0 ? grace : 0) * 1000;
 		return;
 	}
