@@ -2,7 +2,9 @@
 
   start     `hypr run -d` to exec-ready, through the API and through the CLI, against a bare
             QEMU boot of the same kernel and initramfs to init (the agent's probe marker).
-            hypr's overhead = the difference of the p50s; goal: under 150 ms.
+            hypr's overhead = the difference of the p50s; goal: under 150 ms. The API time
+            is split: host before the spawn, QEMU's start, QEMU to the guest kernel, the
+            guest's steps (kestrel's boot line, see boot_split.py), host after ready.
   netsetup  host-side network set-up per VM measured alone (address from IPAM, TAP created,
             attached to the bridge and up): p50/p95 with 1 and with 200 VMs' worth of TAPs
             present; goal: under 5 ms p50 and no growth with the count.
@@ -17,17 +19,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
-import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from hypr.guest.build import preferred_kernel
-from hypr.guest.spec import BASE_CMDLINE, FAST_CMDLINE, tcg_cmdline
+from boot_split import bare_boot, parse_boot_line, print_split, spans
 from hypr.sandbox import BIN, DEFAULT_ASSETS, Hyprd, create_netns, delete_netns, in_ns
-from hypr.vmm.qemu import PROBE_MARKER, host_tsc_khz
 
 ASSETS = Path(os.environ.get("HYPR_ASSETS_DIR", str(DEFAULT_ASSETS)))
 EXEC_DEADLINE = 2.0
@@ -50,49 +50,49 @@ def ms(value: float) -> str:
 # --- start latency ---------------------------------------------------------------------
 
 
-def bare_boot(runs: int) -> list[float]:
-    """QEMU with the same kernel, initramfs, memory and kernel arguments as hypr's VMs, but
-    no devices, from spawn until the agent, started as init, prints its probe marker."""
-    cmdline = f"{BASE_CMDLINE} {FAST_CMDLINE} {tcg_cmdline(host_tsc_khz())} hypr.probe=1"
-    argv = [
-        "qemu-system-x86_64", "-M", "microvm,accel=tcg,pit=on,pic=on,rtc=on",
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-m", "256",
-        "-kernel", str(preferred_kernel(ASSETS)), "-initrd", str(ASSETS / "initramfs.cpio"),
-        "-append", cmdline, "-serial", "stdio",
-    ]  # fmt: skip
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        assert proc.stdout is not None
-        seen = b""
-        while PROBE_MARKER not in seen:
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                raise RuntimeError("bare QEMU exited without the probe marker")
-            seen += chunk
-        samples.append(time.perf_counter() - start)
-        proc.kill()
-        proc.wait()
-    return samples
+def boot_seconds_sum(ns: str) -> float:
+    """hyprd's hypr_vm_boot_seconds_sum: QEMU running (create returned) to agent ready."""
+    out = in_ns(ns, "curl", "-s", "http://127.0.0.1:41002/metrics").stdout
+    match = re.search(r"^hypr_vm_boot_seconds_sum ([0-9.e+-]+)$", out, re.M)
+    return float(match.group(1)) if match else 0.0
 
 
-def hypr_start(daemon: Hyprd, runs: int) -> tuple[list[float], list[float], list[float]]:
+def hypr_start(daemon: Hyprd, runs: int) -> tuple[list[dict[str, float]], list[float]]:
     """`run -d` returns once the agent reports ready, i.e. when exec works: that moment is
-    exec-ready. The first exec is checked right after and timed on its own."""
-    ready, first_exec, cli = [], [], []
+    exec-ready. Each run is split (ms) with the per-VM initrd's mtime (written just before
+    QEMU is spawned), the agent socket's ctime (QEMU made it), hyprd's boot metric and the
+    guest's own boot line. The CLI (run -d + exec) is timed on its own."""
+    samples, cli = [], []
     with daemon.api() as api:
         for i in range(runs):
-            start = time.perf_counter()
+            before = boot_seconds_sum(daemon.netns)
+            start_wall, start = time.time(), time.perf_counter()
             created = api.post(
                 "/vms", json={"image": "busybox", "name": f"s{i}", "command": ["sleep", "600"]}
             )
-            ready.append(time.perf_counter() - start)
+            ready = time.perf_counter() - start
             assert created.status_code == 201, created.text
             start = time.perf_counter()
             result = api.post(f"/vms/s{i}/exec", json={"command": ["true"]})
-            first_exec.append(time.perf_counter() - start)
+            first_exec = time.perf_counter() - start
             assert result.json()["exit_code"] == 0
+            run_dir = daemon.run_dir / "vms" / created.json()["id"][:16]
+            spawn = (run_dir / "initrd.cpio").stat().st_mtime
+            socket = (run_dir / "agent.sock").stat().st_ctime
+            boot = boot_seconds_sum(daemon.netns) - before
+            dmesg = api.post(f"/vms/s{i}/exec", json={"command": ["dmesg"]}).json()["stdout"]
+            marks = parse_boot_line(dmesg)
+            samples.append(
+                {
+                    "total": ready * 1000,
+                    "host": (spawn - start_wall) * 1000,
+                    "qemu_start": (socket - spawn) * 1000,
+                    "qemu_to_kernel": boot * 1000 - marks["ready"],
+                    "after_ready": (start_wall + ready - socket - boot) * 1000,
+                    "first_exec": first_exec * 1000,
+                    **spans(marks),
+                }
+            )
             api.delete(f"/vms/s{i}", params={"force": True})
 
             start = time.perf_counter()
@@ -100,7 +100,7 @@ def hypr_start(daemon: Hyprd, runs: int) -> tuple[list[float], list[float], list
             daemon.ok("exec", f"c{i}", "true")
             cli.append(time.perf_counter() - start)
             api.delete(f"/vms/c{i}", params={"force": True})
-    return ready, first_exec, cli
+    return samples, cli
 
 
 def bench_start(root: Path, runs: int) -> None:
@@ -108,17 +108,27 @@ def bench_start(root: Path, runs: int) -> None:
     try:
         daemon = Hyprd(ns, root / "start")
         daemon.start()
-        api_samples, exec_samples, cli_samples = hypr_start(daemon, runs)
-        bare = bare_boot(runs)
+        samples, cli_samples = hypr_start(daemon, runs)
+        bare = bare_boot(ASSETS, runs)
     finally:
         delete_netns(ns)
-    overhead = p50(api_samples) - p50(bare)
+    api = [s["total"] / 1000 for s in samples]
+
+    def col(key: str) -> str:
+        return ms(p50([s[key] for s in samples]) / 1000)
+
+    overhead = p50(api) - p50(bare)
     print(f"start: bare QEMU boot to init      p50 {ms(p50(bare))}  p95 {ms(p95(bare))}")
     print(
-        f"start: hypr run -d to exec-ready (API) p50 {ms(p50(api_samples))}  "
-        f"p95 {ms(p95(api_samples))}  ratio {p50(api_samples) / p50(bare):.2f}x"
+        f"start: hypr run -d to exec-ready (API) p50 {ms(p50(api))}  "
+        f"p95 {ms(p95(api))}  ratio {p50(api) / p50(bare):.2f}x"
     )
-    print(f"start: first exec after ready (API)    p50 {ms(p50(exec_samples))}")
+    print(f"start:   host before QEMU spawn     p50 {col('host')}")
+    print(f"start:   QEMU start (agent socket) p50 {col('qemu_start')}")
+    print(f"start:   QEMU to guest kernel      p50 {col('qemu_to_kernel')}")
+    print_split("start:  ", samples)
+    print(f"start:   host after agent ready    p50 {col('after_ready')}")
+    print(f"start: first exec after ready (API)    p50 {col('first_exec')}")
     print(
         f"start: hypr run -d + exec (CLI)    p50 {ms(p50(cli_samples))}  "
         f"p95 {ms(p95(cli_samples))}  ratio {p50(cli_samples) / p50(bare):.2f}x"

@@ -14,7 +14,7 @@ fi
 APT_PACKAGES=(
     qemu-system-x86 busybox-static musl-tools cpio squashfs-tools e2fsprogs
     nftables python3-nftables dnsmasq-base dnsmasq-utils dnsutils iproute2 iputils-ping curl
-    dnsperf iperf3 dpkg-dev lz4
+    dnsperf iperf3 dpkg-dev lz4 binutils
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -43,4 +43,4 @@ fi
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 ln -sfn /usr/lib/python3/dist-packages/nftables "$site/nftables"
 
-.venv/bin/python -m hypr.guest.build --out .venv/share/hypr
+.venv/bin/python -m hypr_build --out .venv/share/hypr

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from guestvm import Netns, VmFactory, vm_support_missing
 
-from hypr.guest.build import build
 from hypr.sandbox import DEFAULT_ASSETS
+from hypr_build.main import build
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface
 from pathlib import Path
 
-from hypr.guest.build import preferred_kernel
-from hypr.vmm.adapter import NicConfig, VmConfig, VmHandle, WorkloadSpec
+from hypr.guest.assets import preferred_kernel
+from hypr.guest.spec import GuestNic, GuestSpec, WorkloadSpec, kernel_args, spec_cpio
+from hypr.vmm.adapter import NicConfig, VmConfig, VmHandle
 from hypr.vmm.qemu import QemuAdapter
 
 BRIDGE_ADDR = IPv4Interface("10.99.0.1/24")
@@ -82,6 +83,18 @@ class Netns:
         subprocess.run(["ip", "netns", "del", self.name], check=False)
 
 
+@dataclass(frozen=True)
+class Nic:
+    """A TAP on the bridge and what the guest is told about the NIC behind it."""
+
+    tap: str
+    guest: GuestNic
+
+    @property
+    def mac(self) -> str:
+        return self.guest.mac
+
+
 @dataclass
 class GuestVm:
     adapter: QemuAdapter
@@ -107,38 +120,39 @@ class VmFactory:
         self._macs += 1
         return f"52:54:00:99:00:{self._macs:02x}"
 
-    def static_nic(self, last_octet: int, mtu: int = 1500) -> NicConfig:
-        return NicConfig(
-            tap=self.netns.add_tap(),
+    def static_nic(self, last_octet: int, mtu: int = 1500) -> Nic:
+        guest = GuestNic(
             mac=self.mac(),
             address=IPv4Interface(f"10.99.0.{last_octet}/24"),
             gateway=BRIDGE_ADDR.ip,
             mtu=mtu,
         )
+        return Nic(self.netns.add_tap(), guest)
 
-    def dhcp_nic(self, mac: str) -> NicConfig:
-        return NicConfig(tap=self.netns.add_tap(), mac=mac, address=None, gateway=None)
+    def dhcp_nic(self, mac: str) -> Nic:
+        return Nic(self.netns.add_tap(), GuestNic(mac=mac, address=None, gateway=None))
 
     def config(
         self,
         name: str,
         workload: WorkloadSpec,
-        nics: list[NicConfig] | None = None,
+        nics: list[Nic] | None = None,
         dns: list[str] | None = None,
         memory_mib: int = 128,
     ) -> VmConfig:
         run = self.workdir / name
+        nics = nics if nics is not None else []
+        guest = GuestSpec(name, [n.guest for n in nics], dns if dns is not None else [], workload)
         return VmConfig(
             vm_id=f"{name}-{uuid.uuid4().hex[:6]}",
-            hostname=name,
             vcpus=1,
             memory_mib=memory_mib,
             kernel=preferred_kernel(self.assets),
-            initramfs=self.assets / "initramfs.cpio",
+            initrd=self.assets / "initramfs.cpio",
+            initrd_append=spec_cpio(workload),
+            cmdline=kernel_args(guest),
             rootfs=self.assets / "images" / "busybox" / "rootfs.squashfs",
-            nics=nics if nics is not None else [],
-            dns=dns if dns is not None else [],
-            workload=workload,
+            nics=[NicConfig(n.tap, n.mac) for n in nics],
             runtime_dir=run,
             console_log=run / "console.log",
         )

@@ -12,10 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from hypr.guest.build import Stamps, extract_vmlinux, modinfo_depends, preferred_kernel
-from hypr.guest.spec import spec_cpio
-from hypr.vmm.adapter import NicConfig, VmConfig, VmHandle, WorkloadSpec
-from hypr.vmm.qemu import QemuAdapter, host_tsc_khz, probe_boot
+from hypr.guest.assets import preferred_kernel
+from hypr.guest.spec import (
+    PROBE_ARGS,
+    PROBE_MARKER,
+    GuestNic,
+    GuestSpec,
+    WorkloadSpec,
+    kernel_args,
+    spec_cpio,
+)
+from hypr.vmm.adapter import NicConfig, VmConfig, VmHandle
+from hypr.vmm.qemu import BootProbe, QemuAdapter, probe_boot
+from hypr.vmm.tsc import host_tsc_khz, measured_khz
+from hypr_build.common import Stamps
+from hypr_build.kernel import SIGNATURE_MAGIC, extract_vmlinux, modinfo_depends, strip_signature
 
 
 def fake_module(modinfo: bytes) -> bytes:
@@ -45,6 +56,16 @@ def test_modinfo_depends() -> None:
     assert modinfo_depends(fake_module(b"depends=\0")) == []
 
 
+def test_strip_signature() -> None:
+    module = fake_module(b"depends=\0")
+    signer, key_id, sig = b"Debian", b"\x01" * 20, b"\xaa" * 512
+    # struct module_signature: algo, hash, id_type, signer_len, key_id_len, pad[3], sig_len
+    info = bytes([0, 0, 2, len(signer), len(key_id), 0, 0, 0]) + struct.pack(">I", len(sig))
+    signed = module + signer + key_id + sig + info + SIGNATURE_MAGIC
+    assert strip_signature(signed) == module
+    assert strip_signature(module) == module
+
+
 def test_extract_vmlinux_rejects_non_bzimage() -> None:
     assert extract_vmlinux(b"\0" * 4096) is None
 
@@ -71,25 +92,21 @@ def test_preferred_kernel(tmp_path: Path) -> None:
 def config(tmp_path: Path) -> VmConfig:
     initramfs = tmp_path / "initramfs.cpio"
     initramfs.write_bytes(b"SHARED")
+    nics = [
+        GuestNic("52:54:00:00:00:01", IPv4Interface("10.88.0.2/16"), IPv4Address("10.88.0.1")),
+        GuestNic("52:54:00:00:00:02", None, None),
+    ]
+    workload = WorkloadSpec(argv=["sleep", "1"])
     return VmConfig(
         vm_id="vm42",
-        hostname="web",
         vcpus=2,
         memory_mib=256,
         kernel=tmp_path / "vmlinux",
-        initramfs=initramfs,
+        initrd=initramfs,
+        initrd_append=spec_cpio(workload),
+        cmdline=kernel_args(GuestSpec("web", nics, ["10.88.0.1"], workload)),
         rootfs=tmp_path / "rootfs.squashfs",
-        nics=[
-            NicConfig(
-                "hyprtap0",
-                "52:54:00:00:00:01",
-                IPv4Interface("10.88.0.2/16"),
-                IPv4Address("10.88.0.1"),
-            ),
-            NicConfig("hyprtap1", "52:54:00:00:00:02", None, None),
-        ],
-        dns=["10.88.0.1"],
-        workload=WorkloadSpec(argv=["sleep", "1"]),
+        nics=[NicConfig("hyprtap0", nics[0].mac), NicConfig("hyprtap1", nics[1].mac)],
         runtime_dir=tmp_path / "run",
         console_log=tmp_path / "logs" / "vm42.log",
     )
@@ -120,7 +137,8 @@ def test_build_command(tmp_path: Path) -> None:
     assert f"path={cfg.runtime_dir / 'agent.sock'},server=on,wait=off" in joined
     assert "virtserialport,chardev=agent,name=hypr.agent" in value("-device")
     assert "hypr.net=eth1,dhcp,,1500,52:54:00:00:00:02" in value("-append")[0]
-    assert spec.files == {cfg.runtime_dir / "initrd.cpio": b"SHARED" + spec_cpio(cfg.workload)}
+    workload = WorkloadSpec(argv=["sleep", "1"])
+    assert spec.files == {cfg.runtime_dir / "initrd.cpio": b"SHARED" + spec_cpio(workload)}
 
 
 def test_kvm_command_uses_host_cpu(tmp_path: Path) -> None:
@@ -164,7 +182,12 @@ def test_hung_probe_is_killed(tmp_path: Path) -> None:
     fake_qemu.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 100\n")
     fake_qemu.chmod(0o755)
     took, why = asyncio.run(
-        probe_boot("kvm", tmp_path / "k", tmp_path / "i", binary=str(fake_qemu), timeout=0.5)
+        probe_boot(
+            "kvm",
+            BootProbe(tmp_path / "k", tmp_path / "i", PROBE_ARGS, PROBE_MARKER),
+            binary=str(fake_qemu),
+            timeout=0.5,
+        )
     )
     assert took is None and "no power-off" in why
     assert not Path(f"/proc/{pidfile.read_text().strip()}").exists()
@@ -173,6 +196,11 @@ def test_hung_probe_is_killed(tmp_path: Path) -> None:
 def test_host_tsc_khz_is_plausible() -> None:
     khz = host_tsc_khz()
     assert khz is None or 100_000 < khz < 10_000_000
+
+
+def test_tsc_rate_is_measured_in_a_child_process() -> None:
+    khz = measured_khz()
+    assert khz is not None and 100_000 < khz < 10_000_000
 
 
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="no QEMU")

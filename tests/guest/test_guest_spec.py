@@ -13,8 +13,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hypr.guest.cpio import CpioEntry, newc_archive
-from hypr.guest.spec import encode_value, kernel_cmdline, spec_cpio, workload_spec_bytes
-from hypr.vmm.adapter import NicConfig, VmConfig, WorkloadSpec
+from hypr.guest.spec import (
+    GuestNic,
+    GuestSpec,
+    WorkloadSpec,
+    encode_value,
+    kernel_args,
+    spec_cpio,
+    workload_spec_bytes,
+)
+from hypr.vmm.cmdline import MAX_CMDLINE, kernel_cmdline
 
 
 def decode_spec(data: bytes) -> dict[str, list[str]]:
@@ -124,44 +132,39 @@ def test_newc_archive_reads_with_gnu_cpio(tmp_path: Path) -> None:
     assert listing.split() == [b"d", b"d/f"]
 
 
-def vm_config(nics: list[NicConfig], **kw: object) -> VmConfig:
+def guest_spec(nics: list[GuestNic], **kw: object) -> GuestSpec:
     base: dict[str, object] = dict(
-        vm_id="abc",
         hostname="web-1",
-        vcpus=1,
-        memory_mib=128,
-        kernel=Path("/k"),
-        initramfs=Path("/i"),
-        rootfs=Path("/r"),
         nics=nics,
         dns=["10.88.0.1", "1.1.1.1"],
         workload=WorkloadSpec(argv=["sh"]),
-        runtime_dir=Path("/run/x"),
-        console_log=Path("/run/x/log"),
     )
     base.update(kw)
-    return VmConfig(**base)  # type: ignore[arg-type]
+    return GuestSpec(**base)  # type: ignore[arg-type]
 
 
 def test_kernel_cmdline() -> None:
     nics = [
-        NicConfig("tap0", "52:54:00:AA:BB:CC", IPv4Interface("10.88.0.5/16"),
-                  IPv4Address("10.88.0.1"), 1450),
-        NicConfig("tap1", "52:54:00:00:00:01", None, None),
+        GuestNic("52:54:00:AA:BB:CC", IPv4Interface("10.88.0.5/16"), IPv4Address("10.88.0.1"),
+                 1450),
+        GuestNic("52:54:00:00:00:01", None, None),
     ]  # fmt: skip
-    words = kernel_cmdline(vm_config(nics)).split()
+    args = kernel_args(guest_spec(nics))
+    words = kernel_cmdline("tcg", args).split()
     assert "hypr.net=eth0,10.88.0.5/16,10.88.0.1,1450,52:54:00:aa:bb:cc" in words
     assert "hypr.net=eth1,dhcp,,1500,52:54:00:00:00:01" in words
     assert "hypr.dns=10.88.0.1,1.1.1.1" in words
     assert "hypr.hostname=web-1" in words
     assert {"console=ttyS0", "panic=-1", "tsc_early_khz=2000000", "tsc=reliable"} <= set(words)
-    assert "tsc_early_khz=2445404" in kernel_cmdline(vm_config(nics), tsc_khz=2445404).split()
-    kvm_words = kernel_cmdline(vm_config(nics, accel="kvm")).split()
+    assert "tsc_early_khz=2445404" in kernel_cmdline("tcg", args, tsc_khz=2445404).split()
+    kvm_words = kernel_cmdline("kvm", args).split()
     assert "tsc_early_khz=2000000" not in kvm_words
 
 
 def test_kernel_cmdline_rejects_unsafe_values() -> None:
     with pytest.raises(ValueError):
-        kernel_cmdline(vm_config([], hostname="a b"))
+        kernel_args(guest_spec([], hostname="a b"))
     with pytest.raises(ValueError):
-        kernel_cmdline(vm_config([], dns=["1.1.1.1,evil"]))
+        kernel_args(guest_spec([], dns=["1.1.1.1,evil"]))
+    with pytest.raises(ValueError, match="too long"):
+        kernel_cmdline("tcg", "x" * MAX_CMDLINE)

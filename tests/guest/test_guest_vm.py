@@ -18,10 +18,11 @@ from typing import TypeVar
 import pytest
 from guestvm import GuestVm, Netns, VmFactory
 
-from hypr.guest.build import preferred_kernel
+from hypr.guest.assets import preferred_kernel
 from hypr.guest.protocol import AgentClient, AgentDisconnected, ExecResult, WorkloadExit
-from hypr.vmm.adapter import WorkloadSpec
-from hypr.vmm.qemu import probe_boot, resolve_accel
+from hypr.guest.spec import PROBE_ARGS, PROBE_MARKER, WorkloadSpec
+from hypr.vmm.qemu import BootProbe, probe_boot, resolve_accel
+from hypr_build.kernel import SIGNATURE_MAGIC
 
 pytestmark = pytest.mark.vm
 
@@ -192,6 +193,18 @@ def test_guest_clock_runs_at_host_rate(web: GuestVm) -> None:
     assert 1.95 < with_agent(web, body) < 3.0  # a wrong tsc_early_khz skews this by ~20%
 
 
+def test_signal_right_after_exec_is_not_lost(web: GuestVm) -> None:
+    """EXEC and SIGNAL in one read: the child may not have its own process group yet."""
+
+    async def body(client: AgentClient) -> None:
+        for _ in range(3):
+            sleeper = await client.open_exec(["sleep", "100"])
+            await sleeper.signal(15)
+            assert await asyncio.wait_for(sleeper.wait(), 10) == 128 + 15
+
+    with_agent(web, body)
+
+
 def test_network_configuration(web: GuestVm) -> None:
     nic = web.config.nics[0]
     addr = sh(web, "ip addr show eth0").stdout.decode()
@@ -223,6 +236,28 @@ def test_workload_state_and_console(web: GuestVm) -> None:
     log = web.config.console_log.read_bytes()
     assert b"workload-started\n" in log and b"\r" not in log.split(b"workload-started")[1][:2]
     assert sh(web, "test -e /dev/stdout && test -e /dev/fd/0 && test -c /dev/null").exit_code == 0
+
+
+def test_boot_steps_are_in_the_kernel_log_not_the_console(web: GuestVm) -> None:
+    dmesg = sh(web, "dmesg").stdout.decode()
+    line = next(w for w in dmesg.splitlines() if "kestrel: boot ms:" in w)
+    marks = dict(w.split("=") for w in line.split("boot ms:")[1].split())
+    steps = ["init", "mounts", "modules", "rootfs", "net", "workload", "ready"]
+    assert set(steps) <= set(marks) and "channel" in marks
+    times = [float(marks[s]) for s in steps]
+    assert times == sorted(times)
+    assert b"boot ms" not in web.config.console_log.read_bytes()
+
+
+def test_modules_are_shipped_unsigned_and_without_btf(assets: Path) -> None:
+    modules = sorted((assets / ".cache" / "modules").glob("*.ko"))
+    assert modules
+    for module in modules:
+        assert not module.read_bytes().endswith(SIGNATURE_MAGIC), module.name
+        sections = subprocess.run(
+            ["readelf", "-S", "-W", str(module)], capture_output=True, text=True, check=True
+        ).stdout
+        assert " .BTF " not in sections and " .modinfo " in sections, module.name
 
 
 def test_disconnect_and_reconnect_keep_serving(web: GuestVm) -> None:
@@ -366,14 +401,14 @@ def test_dhcp_and_nic_matching_by_mac(vms: VmFactory, dnsmasq: str) -> None:
 
 
 def test_probe_boot_and_accel_resolution(assets: Path) -> None:
-    kernel, initramfs = preferred_kernel(assets), assets / "initramfs.cpio"
-    took, why = asyncio.run(probe_boot("tcg", kernel, initramfs, timeout=60))
+    probe = BootProbe(preferred_kernel(assets), assets / "initramfs.cpio", PROBE_ARGS, PROBE_MARKER)
+    took, why = asyncio.run(probe_boot("tcg", probe, timeout=60))
     assert took is not None, why
-    accel = asyncio.run(resolve_accel("auto", kernel, initramfs))
+    accel = asyncio.run(resolve_accel("auto", probe))
     if Path("/sys/module/kvm_pvm").exists():
         assert accel == "tcg"  # this platform's nested KVM never boots a guest
     assert accel in ("kvm", "tcg")
-    assert asyncio.run(resolve_accel("tcg", kernel, initramfs)) == "tcg"
+    assert asyncio.run(resolve_accel("tcg", probe)) == "tcg"
     leftovers = [
         p for p in Path("/proc").iterdir()
         if p.name.isdigit() and b"hypr.probe=1" in _cmdline(p)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from hypr.guest.build import preferred_kernel
+from hypr.guest.assets import preferred_kernel
+from hypr.guest.spec import PROBE_ARGS, PROBE_MARKER
 from hypr.vmm.adapter import Accel
-from hypr.vmm.qemu import host_tsc_khz, resolve_accel
+from hypr.vmm.qemu import BootProbe, resolve_accel
+from hypr.vmm.tsc import host_tsc_khz
 
 
 class AccelProbe:
@@ -30,7 +32,8 @@ class AccelProbe:
     def start(self) -> None:
         async def resolve() -> Accel:
             await asyncio.to_thread(host_tsc_khz)
-            return await resolve_accel(self.setting, self.kernel, self.initramfs)
+            probe = BootProbe(self.kernel, self.initramfs, PROBE_ARGS, PROBE_MARKER)
+            return await resolve_accel(self.setting, probe)
 
         self._task = asyncio.create_task(resolve())
 

@@ -17,13 +17,13 @@ from pyroute2 import AsyncIPRoute
 from hypr.checks import parse_ipv4
 from hypr.daemon.requests import NetworkAttachment
 from hypr.errors import Conflict, InvalidArgument
+from hypr.guest.spec import GuestNic
 from hypr.network.ipam import Ipam
 from hypr.network.links import delete_link, owned_links
 from hypr.network.manager import NetworkManager
 from hypr.network.tap import TapNameTaken, create_tap, delete_tap
 from hypr.state.db import Database
 from hypr.state.vms import NicRecord, VmRecord, VmRepository
-from hypr.vmm.adapter import NicConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,10 @@ class NicService:
             nics.append(NicRecord(vm_id, idx, net.id, mac, address, None))
         return tuple(nics)
 
-    async def attach(self, vm: VmRecord) -> list[NicConfig]:
+    async def attach(self, vm: VmRecord) -> list[tuple[str, GuestNic]]:
         """Addresses (again, after a release) and TAPs of a VM about to boot, recorded in
-        its rows; on any failure, what this call made is undone before it raises."""
+        its rows, each TAP with what the guest is told of its NIC; on any failure, what this
+        call made is undone before it raises."""
         vm = self._reclaim_addresses(vm)
         configs = []
         try:
@@ -72,14 +73,10 @@ class NicService:
                 self.rows.set_tap(vm.id, nic.idx, tap)
                 self._reserved_taps.discard(tap)
                 address = IPv4Interface(f"{nic.address}/{net.subnet.prefixlen}")
-                configs.append(
-                    NicConfig(
-                        tap=tap,
-                        mac=nic.mac,
-                        address=None if vm.spec.dhcp else address,
-                        gateway=net.gateway,
-                    )
+                guest_nic = GuestNic(
+                    mac=nic.mac, address=None if vm.spec.dhcp else address, gateway=net.gateway
                 )
+                configs.append((tap, guest_nic))
         except BaseException:
             await self.release(vm.id)
             raise

@@ -34,13 +34,14 @@ from hypr.daemon.specs import build_spec
 from hypr.daemon.supervision import RunningVm, Supervisor
 from hypr.errors import Conflict, HyprError, NotFound
 from hypr.guest.protocol import AgentClient, AgentDisconnected, ExecResult
+from hypr.guest.spec import GuestSpec, WorkloadSpec, kernel_args, spec_cpio
 from hypr.images.store import ImageStore
 from hypr.network.ipam import Ipam
 from hypr.network.manager import NetworkManager
 from hypr.network.names import check_vm_name, new_id, now_rfc3339
 from hypr.state.db import Database
 from hypr.state.vms import PublishRequest, VmRecord, VmRepository
-from hypr.vmm.adapter import Accel, VmConfig, VmmAdapter, WorkloadSpec
+from hypr.vmm.adapter import Accel, NicConfig, VmConfig, VmmAdapter
 
 log = logging.getLogger(__name__)
 
@@ -276,28 +277,34 @@ class VmManager:
             self.rows.update(vm.id, **prior)  # nothing was made: as it was
             raise
         faults.point(RUN_TAPS)
-        config = VmConfig(
-            vm_id=vm.id,
-            hostname=vm.spec.hostname or vm.name,
-            vcpus=vm.spec.vcpus,
-            memory_mib=vm.spec.memory_mib,
-            kernel=self.accel.kernel,
-            initramfs=self.accel.initramfs,
-            rootfs=image.rootfs,
-            nics=nics,
-            dns=self.nics.dns_servers(vm),
-            workload=WorkloadSpec(
-                argv=vm.spec.argv,
-                env=vm.spec.env,
-                workdir=vm.spec.workdir,
-                restart=vm.spec.restart,  # type: ignore[arg-type]
-                max_restarts=vm.spec.max_restarts,
-            ),
-            runtime_dir=run_dir,
-            console_log=self.log_path(vm.id),
-            accel=accel,
-        )
         try:
+            # Rendering refuses what the guest cannot be told (a NUL in argv, say).
+            guest = GuestSpec(
+                hostname=vm.spec.hostname or vm.name,
+                nics=[nic for _, nic in nics],
+                dns=self.nics.dns_servers(vm),
+                workload=WorkloadSpec(
+                    argv=vm.spec.argv,
+                    env=vm.spec.env,
+                    workdir=vm.spec.workdir,
+                    restart=vm.spec.restart,  # type: ignore[arg-type]
+                    max_restarts=vm.spec.max_restarts,
+                ),
+            )
+            config = VmConfig(
+                vm_id=vm.id,
+                vcpus=vm.spec.vcpus,
+                memory_mib=vm.spec.memory_mib,
+                kernel=self.accel.kernel,
+                initrd=self.accel.initramfs,
+                initrd_append=spec_cpio(guest.workload),
+                cmdline=kernel_args(guest),
+                rootfs=image.rootfs,
+                nics=[NicConfig(tap, nic.mac) for tap, nic in nics],
+                runtime_dir=run_dir,
+                console_log=self.log_path(vm.id),
+                accel=accel,
+            )
             handle = await self.adapter.create(config)
         except Exception as exc:
             await self._undo_boot(vm.id)

@@ -1,38 +1,61 @@
-"""What the host tells the guest agent at boot: the kernel command line and /hypr/spec.
+"""What the host tells the guest agent at boot: kernel arguments and /hypr/spec.
 
 Network, DNS and hostname go on the kernel command line (the agent reads /proc/cmdline before
 anything else is mounted). The workload goes into /hypr/spec, shipped as a tiny cpio archive
 appended to the shared initramfs: argv and env may be long and contain any byte, which the
-2 KiB, space-separated command line cannot carry.
+2 KiB, space-separated command line cannot carry. These types are the agent's; the caller
+hands the rendered pieces to a hypervisor adapter.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface
+from typing import Literal
 
 from hypr.guest.cpio import CpioEntry, newc_archive
-from hypr.vmm.adapter import VmConfig, WorkloadSpec
 
-# Linux's x86 COMMAND_LINE_SIZE, including the terminating NUL.
-MAX_CMDLINE = 2047
+RestartPolicy = Literal["no", "always", "on-failure"]
+
 # A cmdline word must not contain what the kernel or the agent splits on.
 _CMDLINE_SAFE = re.compile(r"^[A-Za-z0-9._:/-]+$")
-
-BASE_CMDLINE = "console=ttyS0 quiet loglevel=1 panic=-1 reboot=t"
-# Under TCG the kernel can hang for minutes calibrating TSC/PIT unless it is told the TSC
-# rate. The guest's TSC is the host's, so the rate must be the host's too, or the guest clock
-# runs fast or slow by the ratio; the default only applies when the host's is unknown.
-DEFAULT_TSC_KHZ = 2_000_000
+# With this argument the agent prints PROBE_MARKER and powers off at once: a boot that
+# reaches it proves the accelerator can run a guest.
+PROBE_ARGS = "hypr.probe=1"
+PROBE_MARKER = b"kestrel: probe ok"
 
 
-def tcg_cmdline(tsc_khz: int | None = None) -> str:
-    """The TCG-only kernel arguments, for a host TSC ticking at `tsc_khz`."""
-    return f"tsc_early_khz={tsc_khz or DEFAULT_TSC_KHZ} tsc=reliable"
+@dataclass(frozen=True)
+class GuestNic:
+    """One NIC as the agent configures it, found by its MAC."""
+
+    mac: str
+    # None means the guest asks for its address by DHCP.
+    address: IPv4Interface | None
+    gateway: IPv4Address | None
+    mtu: int = 1500
 
 
-# Skipping the crypto self-tests saves ~350 ms of boot under TCG (measured); the other
-# usual trims (i8042.*, 8250.nr_uarts, mitigations=off) made no measurable difference.
-FAST_CMDLINE = "cryptomgr.notests"
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """What the guest agent runs as the VM's main process."""
+
+    argv: list[str]
+    env: list[str] = field(default_factory=list)  # "KEY=VALUE"
+    workdir: str = "/"
+    restart: RestartPolicy = "no"
+    max_restarts: int = 0  # for on-failure; 0 means unlimited
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    """Everything the agent is told at boot."""
+
+    hostname: str
+    nics: list[GuestNic]
+    dns: list[str]
+    workload: WorkloadSpec
 
 
 def encode_value(value: str) -> str:
@@ -87,22 +110,15 @@ def _safe(what: str, value: str) -> str:
     return value
 
 
-def kernel_cmdline(config: VmConfig, tsc_khz: int | None = None) -> str:
-    """The guest kernel's command line for `config` (hypr.* keys are read by the agent).
-
-    `tsc_khz` is the host's TSC rate, used under TCG (see `tcg_cmdline`)."""
-    words = [BASE_CMDLINE, FAST_CMDLINE]
-    if config.accel == "tcg":
-        words.append(tcg_cmdline(tsc_khz))
-    for index, nic in enumerate(config.nics):
+def kernel_args(spec: GuestSpec) -> str:
+    """The agent's kernel arguments (hypr.*) for `spec`."""
+    words = []
+    for index, nic in enumerate(spec.nics):
         addr = "dhcp" if nic.address is None else nic.address.with_prefixlen
         gateway = "" if nic.gateway is None else str(nic.gateway)
         mac = _safe("mac", nic.mac.lower())
         words.append(f"hypr.net=eth{index},{addr},{gateway},{int(nic.mtu)},{mac}")
-    if config.dns:
-        words.append("hypr.dns=" + ",".join(_safe("dns server", d) for d in config.dns))
-    words.append("hypr.hostname=" + _safe("hostname", config.hostname))
-    cmdline = " ".join(words)
-    if len(cmdline) > MAX_CMDLINE:
-        raise ValueError(f"kernel command line too long ({len(cmdline)} > {MAX_CMDLINE})")
-    return cmdline
+    if spec.dns:
+        words.append("hypr.dns=" + ",".join(_safe("dns server", d) for d in spec.dns))
+    words.append("hypr.hostname=" + _safe("hostname", spec.hostname))
+    return " ".join(words)

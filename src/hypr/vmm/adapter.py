@@ -9,12 +9,10 @@ same protocol.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Literal, Protocol
 
 Accel = Literal["kvm", "tcg"]
-RestartPolicy = Literal["no", "always", "on-failure"]
 
 
 @dataclass(frozen=True)
@@ -23,37 +21,25 @@ class NicConfig:
 
     tap: str
     mac: str
-    # None means the guest asks for its address by DHCP.
-    address: IPv4Interface | None
-    gateway: IPv4Address | None
-    mtu: int = 1500
-
-
-@dataclass(frozen=True)
-class WorkloadSpec:
-    """What the guest agent runs as the VM's main process."""
-
-    argv: list[str]
-    env: list[str] = field(default_factory=list)  # "KEY=VALUE"
-    workdir: str = "/"
-    restart: RestartPolicy = "no"
-    max_restarts: int = 0  # for on-failure; 0 means unlimited
 
 
 @dataclass(frozen=True)
 class VmConfig:
-    """Everything an adapter needs to boot one VM."""
+    """Everything an adapter needs to boot one VM, in the hypervisor's own terms: what the
+    guest makes of its command line and initrd is the caller's business."""
 
     vm_id: str
-    hostname: str
     vcpus: int
     memory_mib: int
     kernel: Path
-    initramfs: Path
-    rootfs: Path  # squashfs image, attached read-only as the first block device
+    initrd: Path
+    # Appended to `initrd` in the per-VM copy (the kernel unpacks concatenated cpio
+    # archives in order, so this can add or replace files).
+    initrd_append: bytes
+    # Kernel arguments for the guest; the adapter adds its own (console, TSC under TCG).
+    cmdline: str
+    rootfs: Path  # attached read-only as the first block device
     nics: list[NicConfig]
-    dns: list[str]
-    workload: WorkloadSpec
     runtime_dir: Path  # per-VM directory for sockets and the per-VM initrd
     console_log: Path
     accel: Accel = "tcg"

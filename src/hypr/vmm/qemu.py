@@ -11,85 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import functools
 import logging
-import mmap
 import os
-import platform
-import re
 import signal
-import statistics
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from hypr.guest.spec import BASE_CMDLINE, FAST_CMDLINE, kernel_cmdline, spec_cpio, tcg_cmdline
 from hypr.process import wait_exit
 from hypr.vmm.adapter import Accel, CommandSpec, VmConfig, VmHandle
+from hypr.vmm.cmdline import kernel_cmdline
+from hypr.vmm.tsc import host_tsc_khz
 
 log = logging.getLogger(__name__)
 
 AGENT_SOCKET = "agent.sock"
 INITRD = "initrd.cpio"
 QEMU_STDERR = "qemu.stderr"
-PROBE_MARKER = b"kestrel: probe ok"
 STOP_TERM_GRACE = 3.0
-
-
-# rdtsc; shl rdx, 32; or rax, rdx; ret
-_RDTSC_CODE = bytes([0x0F, 0x31, 0x48, 0xC1, 0xE2, 0x20, 0x48, 0x09, 0xD0, 0xC3])
-
-
-@functools.cache
-def host_tsc_khz() -> int | None:
-    """The host's TSC rate in kHz (measured once per process), or None if unknown.
-
-    Under TCG the guest's RDTSC returns the host's TSC, and the guest kernel, which cannot
-    calibrate it reliably under emulation, must be told its rate (`tsc_early_khz`). Linux
-    does not publish the rate, and /proc/cpuinfo's "cpu MHz" is the current core clock on
-    most hardware, so measure RDTSC against CLOCK_MONOTONIC.
-    """
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return None
-    try:
-        page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-    except OSError:  # W^X policy: fall back to what the kernel reports
-        return _cpuinfo_khz()
-    try:
-        page.write(_RDTSC_CODE)
-        cell = ctypes.c_char.from_buffer(page)
-        try:
-            return _measure_tsc_khz(ctypes.CFUNCTYPE(ctypes.c_uint64)(ctypes.addressof(cell)))
-        finally:
-            del cell  # release the buffer export so the page can be unmapped
-    finally:
-        page.close()
-
-
-def _measure_tsc_khz(rdtsc: Callable[[], int]) -> int:
-    def sample() -> tuple[int, int]:
-        # Bracket the TSC read with clock reads so the call overhead cancels out.
-        before = time.perf_counter_ns()
-        tsc = rdtsc()
-        return tsc, (before + time.perf_counter_ns()) // 2
-
-    sample()  # the first foreign call is slow
-    rates = []
-    for _ in range(3):
-        c0, t0 = sample()
-        time.sleep(0.03)
-        c1, t1 = sample()
-        rates.append((c1 - c0) * 1_000_000 // (t1 - t0))
-    return int(statistics.median(rates))
-
-
-def _cpuinfo_khz() -> int | None:
-    try:
-        match = re.search(r"^cpu MHz\s*:\s*([0-9.]+)", Path("/proc/cpuinfo").read_text(), re.M)
-    except OSError:
-        return None
-    return int(float(match.group(1)) * 1000) if match else None
 
 
 def _machine(accel: Accel) -> list[str]:
@@ -111,7 +50,7 @@ class QemuAdapter:
         self._statuses: dict[int, int] = {}  # exit codes of reaped children (-N: signal N)
 
     def build_command(self, config: VmConfig) -> CommandSpec:
-        """The argv and the per-VM initrd (shared initramfs + the workload spec archive)."""
+        """The argv and the per-VM initrd (the shared one + `initrd_append`)."""
         run = config.runtime_dir
         initrd = run / INITRD
         argv = [
@@ -124,7 +63,7 @@ class QemuAdapter:
             "-m", str(config.memory_mib),
             "-kernel", str(config.kernel),
             "-initrd", str(initrd),
-            "-append", kernel_cmdline(config, host_tsc_khz()),
+            "-append", kernel_cmdline(config.accel, config.cmdline, host_tsc_khz()),
             "-chardev", f"file,id=console,path={config.console_log},append=on",
             "-serial", "chardev:console",
             "-drive", f"id=rootfs,file={config.rootfs},format=raw,if=none,readonly=on",
@@ -136,12 +75,15 @@ class QemuAdapter:
                 "-device", f"virtio-net-device,netdev=net{index},mac={nic.mac}",
             ]  # fmt: skip
         argv += [
-            "-device", "virtio-serial-device",
+            # Two ports (0 is reserved for a console): with the default 31 the guest sets up
+            # 64 virtqueues when virtio_console probes.
+            "-device", "virtio-serial-device,max_ports=2",
             "-chardev", f"socket,id=agent,path={run / AGENT_SOCKET},server=on,wait=off",
             "-device", "virtserialport,chardev=agent,name=hypr.agent",
         ]  # fmt: skip
-        initramfs = config.initramfs.read_bytes()
-        return CommandSpec(argv=argv, files={initrd: initramfs + spec_cpio(config.workload)})
+        return CommandSpec(
+            argv=argv, files={initrd: config.initrd.read_bytes() + config.initrd_append}
+        )
 
     async def create(self, config: VmConfig) -> VmHandle:
         """Write the per-VM files, spawn QEMU, return once it runs: the agent socket exists
@@ -280,22 +222,27 @@ def _has_vcpu_thread(pid: int) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class BootProbe:
+    """A boot that proves an accelerator works: kernel arguments that make the guest print
+    `marker` on the serial console and power off at once."""
+
+    kernel: Path
+    initrd: Path
+    cmdline: str
+    marker: bytes
+
+
 async def probe_boot(
-    accel: Accel,
-    kernel: Path,
-    initramfs: Path,
-    binary: str = "qemu-system-x86_64",
-    timeout: float = 5.0,
+    accel: Accel, probe: BootProbe, binary: str = "qemu-system-x86_64", timeout: float = 5.0
 ) -> tuple[float | None, str]:
-    """Boot kernel+initramfs with `hypr.probe=1` (the agent prints a marker and powers off at
-    once). Returns (seconds taken, "") on success, or (None, why not)."""
-    cmdline = f"{BASE_CMDLINE} {FAST_CMDLINE} hypr.probe=1"
-    if accel == "tcg":
-        cmdline += f" {tcg_cmdline(host_tsc_khz())}"
+    """Boot `probe` under `accel`. Returns (seconds taken, "") on success, or (None, why
+    not)."""
+    cmdline = kernel_cmdline(accel, probe.cmdline, host_tsc_khz())
     argv = [
         binary, *_machine(accel),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-m", "128", "-kernel", str(kernel), "-initrd", str(initramfs),
+        "-m", "128", "-kernel", str(probe.kernel), "-initrd", str(probe.initrd),
         "-append", cmdline, "-serial", "stdio",
     ]  # fmt: skip
     started = time.monotonic()
@@ -314,21 +261,21 @@ async def probe_boot(
         if proc.returncode is None:  # the hung probe must not outlive us
             proc.kill()
             await proc.wait()
-    if PROBE_MARKER in out:
+    if probe.marker in out:
         return time.monotonic() - started, ""
     lines = err.decode(errors="replace").strip().splitlines()
     return None, lines[-1] if lines else "the agent's marker never appeared"
 
 
 async def probe_accel(
-    kernel: Path, initramfs: Path, binary: str = "qemu-system-x86_64", timeout: float = 5.0
+    probe: BootProbe, binary: str = "qemu-system-x86_64", timeout: float = 5.0
 ) -> Accel:
     """ "kvm" if /dev/kvm exists and a probe boot under KVM reaches the agent within `timeout`
     seconds; "tcg" otherwise (a nested KVM may accept the VM yet never boot it)."""
     if not os.path.exists("/dev/kvm"):
         log.info("accel: no /dev/kvm, using tcg")
         return "tcg"
-    took, why = await probe_boot("kvm", kernel, initramfs, binary, timeout)
+    took, why = await probe_boot("kvm", probe, binary, timeout)
     if took is None:
         log.info("accel: KVM probe boot failed (%s), using tcg", why)
         return "tcg"
@@ -337,7 +284,7 @@ async def probe_accel(
 
 
 async def resolve_accel(
-    setting: str, kernel: Path, initramfs: Path, binary: str = "qemu-system-x86_64"
+    setting: str, probe: BootProbe, binary: str = "qemu-system-x86_64"
 ) -> Accel:
     """Turn the `auto|kvm|tcg` setting into the accelerator to use (probing for auto)."""
     if setting == "kvm":
@@ -345,5 +292,5 @@ async def resolve_accel(
     if setting == "tcg":
         return "tcg"
     if setting == "auto":
-        return await probe_accel(kernel, initramfs, binary)
+        return await probe_accel(probe, binary)
     raise ValueError(f"accel must be auto, kvm or tcg, not {setting!r}")
