@@ -13,27 +13,11 @@ import typer
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import unix_connect
 
+from hypr import units
 from hypr.cli.client import ClientError
 from hypr.cli.context import api
 from hypr.cli.output import fail, print_json, print_table
-
-MEMORY_UNITS = {"b": 1 / 2**20, "k": 1 / 1024, "m": 1, "g": 1024, "": 1}
-
-
-def parse_memory(text: str) -> int:
-    """Docker's size syntax (`256m`, `1g`, `512` = MiB) to MiB."""
-    value = (
-        text.strip().lower().removesuffix("b")
-        if text.lower().endswith(("kb", "mb", "gb"))
-        else text.strip().lower()
-    )
-    unit = value[-1] if value and value[-1] in MEMORY_UNITS else ""
-    number = value[:-1] if unit else value
-    try:
-        mib = float(number) * MEMORY_UNITS[unit]
-    except ValueError:
-        raise typer.BadParameter(f"invalid memory size {text!r} (e.g. 256m, 1g)") from None
-    return int(mib)
+from hypr.errors import InvalidArgument
 
 
 def run(
@@ -47,7 +31,9 @@ def run(
     ip: Annotated[str | None, typer.Option(help="IPv4 address on the first network")] = None,
     mac: Annotated[str | None, typer.Option(help="MAC address of the first NIC")] = None,
     cpus: Annotated[int, typer.Option(help="Number of vCPUs")] = 1,
-    memory: Annotated[str, typer.Option("--memory", "-m", help="Memory, e.g. 256m")] = "256m",
+    memory: Annotated[
+        str, typer.Option("--memory", "-m", help="Memory, e.g. 256m (a bare number is bytes)")
+    ] = "256m",
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="K=V")] = None,
     restart: Annotated[str, typer.Option(help="no, always, on-failure[:N]")] = "no",
     workdir: Annotated[str | None, typer.Option("--workdir", "-w")] = None,
@@ -66,6 +52,10 @@ def run(
 ) -> None:
     """Create and start a VM."""
     command = _strip_separator(command)
+    try:
+        memory_mib = units.memory_mib(memory)
+    except InvalidArgument as exc:
+        raise fail(exc.message, 125) from None
     networks: list[dict[str, Any]] | None = None
     if network:
         if "none" in network:
@@ -85,7 +75,7 @@ def run(
         "env": env or [],
         "networks": networks,
         "vcpus": cpus,
-        "memory_mib": parse_memory(memory),
+        "memory_mib": memory_mib,
         "restart": restart,
         "workdir": workdir,
         "dhcp": dhcp,

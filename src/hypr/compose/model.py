@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -22,13 +23,15 @@ from pydantic import (
 )
 
 from hypr.compose.ports import PortMapping, parse_port
+from hypr.errors import InvalidArgument
+from hypr.units import memory_mib
+from hypr.validate import restart_policy
 
+T = TypeVar("T")
 Condition = Literal["service_started", "service_healthy", "service_completed_successfully"]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
 _DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmg]?)b?$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1 / 2**20, "b": 1 / 2**20, "k": 1 / 1024, "m": 1.0, "g": 1024.0}
 
 
 def parse_duration(value: Any) -> float:
@@ -48,12 +51,13 @@ def parse_duration(value: Any) -> float:
     return total
 
 
-def parse_memory_mib(value: Any) -> int:
-    """Compose sizes (`256m`, `1g`, `268435456`) to MiB."""
-    match = _SIZE.match(str(value).strip())
-    if match is None:
-        raise ValueError(f"invalid size {value!r} (e.g. 256m, 1g)")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+def _shared(check: Callable[[Any], T], value: Any) -> T:
+    """Run a check shared with the CLI or the daemon; pydantic names the offending key
+    only for a ValueError."""
+    try:
+        return check(value)
+    except InvalidArgument as exc:
+        raise ValueError(exc.message) from None
 
 
 class ComposeModel(BaseModel):
@@ -115,7 +119,7 @@ class ResourceLimits(ComposeModel):
     @field_validator("memory", mode="before")
     @classmethod
     def _memory(cls, value: Any) -> int | None:
-        return None if value is None else parse_memory_mib(value)
+        return None if value is None else _shared(memory_mib, value)
 
 
 class Resources(ComposeModel):
@@ -207,18 +211,12 @@ class Service(ComposeModel):
     @field_validator("mem_limit", mode="before")
     @classmethod
     def _mem_limit(cls, value: Any) -> int | None:
-        return None if value is None else parse_memory_mib(value)
+        return None if value is None else _shared(memory_mib, value)
 
     @field_validator("restart", mode="before")
     @classmethod
     def _restart(cls, value: Any) -> str:
-        text = "no" if value is False else str(value)
-        policy, _, count = text.partition(":")
-        if policy not in ("no", "always", "on-failure", "unless-stopped") or (
-            count and (policy != "on-failure" or not count.isdigit())
-        ):
-            raise ValueError(f"invalid restart policy {text!r}")
-        return text
+        return _shared(restart_policy, "no" if value is False else str(value))
 
 
 class IpamPool(ComposeModel):

@@ -8,9 +8,9 @@ from typing import NamedTuple
 from pyroute2 import AsyncIPRoute
 
 from hypr.api.auth import ApiKeys
-from hypr.compose.stack import StackManager
 from hypr.config import Settings
 from hypr.daemon.ports import PortForwarder
+from hypr.daemon.stacks import StackManager
 from hypr.daemon.vms import VmManager
 from hypr.images.store import ImageStore
 from hypr.network.dns import DnsService

@@ -1,0 +1,17 @@
+"""Checks of request fields that the daemon and compose files share, so they agree."""
+
+from __future__ import annotations
+
+from hypr.errors import InvalidArgument
+
+RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
+
+
+def restart_policy(text: str) -> str:
+    """Docker's `--restart` values: no, always, unless-stopped, on-failure[:N]."""
+    policy, _, count = text.partition(":")
+    if policy not in RESTART_POLICIES or (
+        count and (policy != "on-failure" or not count.isdigit())
+    ):
+        raise InvalidArgument(f"invalid restart policy {text!r}")
+    return text
