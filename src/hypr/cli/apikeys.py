@@ -12,6 +12,10 @@ from hypr.cli.output import print_table
 app = typer.Typer(help="Manage API keys of the REST gateway.", no_args_is_help=True)
 
 
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="apikey")
+
+
 @app.command("create")
 def create(name: Annotated[str, typer.Argument(help="A name to recognise the key by")]) -> None:
     """Make a key; it is printed once and only its hash is kept."""

@@ -22,6 +22,10 @@ from hypr.errors import HyprError
 app = typer.Typer(help="Run multi-VM stacks from compose files.", no_args_is_help=True)
 
 
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="compose")
+
+
 class Target:
     """The compose file and project name chosen by -f and -p."""
 

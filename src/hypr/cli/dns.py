@@ -56,3 +56,7 @@ def _rows(servers: list[dict[str, Any]]) -> list[list[str]]:
         ]
         for s in servers
     ]
+
+
+def register(root: typer.Typer) -> None:
+    root.command("dns")(dns)

@@ -1,66 +1,53 @@
-"""The `hypr` command. It talks only to hyprd's API."""
+"""The `hypr` command. It talks only to hyprd's API.
+
+A command's run time is mostly imports, so each run imports only the module of the
+command it was given (`hypr ps` never loads compose's models); `hypr --help`, no
+command or an unknown one load them all, to list them or to suggest one.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
 
-from hypr import __version__
-from hypr.cli import apikeys, compose, dns, networks, vms
 from hypr.cli.client import ClientError
-from hypr.cli.context import api
 from hypr.errors import HyprError
 
-app = typer.Typer(
-    help="hypr: microVMs with Docker-compatible networking.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-app.add_typer(networks.app, name="network")
-vms.register(app)
-app.add_typer(compose.app, name="compose")
-app.add_typer(apikeys.app, name="apikey")
-app.command("dns")(dns.dns)
+# Module of hypr.cli -> the commands it registers, in the order `hypr --help` lists them.
+MODULES: dict[str, tuple[str, ...]] = {
+    "vms": ("run", "exec", "ps", "start", "stop", "rm", "logs", "inspect", "port", "images"),
+    "dns": ("dns",),
+    "system": ("version", "info"),
+    "networks": ("network",),
+    "compose": ("compose",),
+    "apikeys": ("apikey",),
+}
+COMMANDS = {command: module for module, commands in MODULES.items() for command in commands}
 
 
-@app.command()
-def version() -> None:
-    """Show the client's and the daemon's versions."""
-    typer.echo(f"Client: hypr {__version__}")
-    server = api().get("/version")
-    typer.echo(
-        f"Server: hyprd {server['Version']} (API {server['ApiVersion']}, "
-        f"{server['Os']}/{server['Arch']}, kernel {server['KernelVersion']})"
+def build(argv: list[str]) -> typer.Typer:
+    """The app with the commands this run can need."""
+    app = typer.Typer(
+        help="hypr: microVMs with Docker-compatible networking.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        rich_markup_mode=None,  # plain help, as docker's; rich costs more than the rest
     )
-
-
-@app.command()
-def info() -> None:
-    """Show the daemon's settings and counts."""
-    data = api().get("/info")
-    labels = {
-        "ServerVersion": "Server Version",
-        "RunDir": "Run Dir",
-        "DataDir": "Data Dir",
-        "AssetsDir": "Assets Dir",
-        "Accelerator": "Accelerator",
-        "DefaultSubnet": "Default Subnet",
-        "Networks": "Networks",
-        "VMs": "VMs",
-        "VMsRunning": " Running",
-        "SshPortRange": "SSH Port Pool",
-        "SshAllowedCidr": "SSH Allowed CIDR",
-    }
-    for key, label in labels.items():
-        typer.echo(f"{label}: {data[key]}")
+    # A group even when one command is loaded, so `hypr ps` still means the command ps.
+    app.callback()(lambda: None)
+    wanted = COMMANDS.get(argv[0]) if argv else None
+    for module in [wanted] if wanted else MODULES:
+        importlib.import_module(f"hypr.cli.{module}").register(app)
+    return app
 
 
 def main() -> None:
     try:
         # Without standalone mode, click returns the code of a typer.Exit instead of exiting.
-        result = app(standalone_mode=False)
+        result = build(sys.argv[1:])(standalone_mode=False)
         sys.exit(result if isinstance(result, int) else 0)
     except (ClientError, HyprError) as exc:
         typer.echo(f"Error: {exc}", err=True)
@@ -71,11 +58,11 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like: one line, never a traceback
-        import click
+    except Exception as exc:  # usage errors and the like: one line, never a traceback
+        from typer._click.exceptions import NoArgsIsHelpError  # the click typer bundles
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        typer.echo(f"Error: {exc}", err=True)
+        if isinstance(exc, NoArgsIsHelpError):  # a group given no command: its help
+            typer.echo(exc.format_message())
+        else:
+            typer.echo(f"Error: {exc}", err=True)
         sys.exit(1)

@@ -14,6 +14,10 @@ from hypr.cli.output import print_json, print_json_lines, print_table
 app = typer.Typer(help="Manage networks.", no_args_is_help=True)
 
 
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="network")
+
+
 def parse_labels(labels: list[str]) -> dict[str, str]:
     result = {}
     for label in labels:

@@ -10,8 +10,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import unix_connect
 
 from hypr import units
 from hypr.cli.client import ClientError
@@ -106,7 +104,9 @@ def _strip_separator(command: list[str] | None) -> list[str] | None:
 
 def copy_logs(ref: str, follow: bool, prefix: bytes = b"") -> None:
     """Copy a VM's console to stdout, each line behind `prefix` if one is given."""
-    with api().stream("GET", f"/vms/{ref}/logs", params={"follow": follow}) as response:
+    with api().stream(
+        "GET", f"/vms/{ref}/logs", params={"follow": follow}, timeout=None if follow else 60
+    ) as response:
         lines = response.iter_lines() if prefix else None
         if lines is None:
             for chunk in response.iter_bytes():
@@ -296,6 +296,8 @@ def run_exec(
     vm: str, command: list[str], interactive: bool, env: list[str], workdir: str | None
 ) -> int:
     """Relay one exec session over the API's WebSocket; return the command's exit code."""
+    from websockets.sync.client import unix_connect  # only exec pays for its import
+
     client = api()
     start = {"command": command, "env": env, "workdir": workdir, "interactive": interactive}
     try:
@@ -312,6 +314,8 @@ def run_exec(
 
 
 def _relay_stdin(ws: Any) -> None:
+    from websockets.exceptions import ConnectionClosed
+
     try:
         stdin = sys.stdin.buffer
         while chunk := os.read(stdin.fileno(), 65536):

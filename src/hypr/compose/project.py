@@ -94,6 +94,9 @@ class Project:
     services: list[ServicePlan]  # in dependency order
     networks: list[NetworkPlan]
     warnings: list[str] = field(default_factory=list)
+    # The interpolated document it was loaded from: what the daemon keeps to finish an
+    # interrupted `up` (load_project of it gives this project again).
+    document: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def service(self, name: str) -> ServicePlan:
         for service in self.services:
@@ -204,6 +207,7 @@ def load_project(document: dict[str, Any], name: str) -> Project:
         services=[plans[s] for s in order],
         networks=[n for n in networks if n.name in used or n.key != DEFAULT_NETWORK],
         warnings=warnings,
+        document=document,
     )
 
 

@@ -19,6 +19,7 @@ from hypr.network.ipam import Ipam
 from hypr.network.manager import NetworkManager
 from hypr.state.apikeys import ApiKeyRepository
 from hypr.state.db import Database
+from hypr.state.stacks import StackOpRepository
 from hypr.state.vms import Endpoint
 from hypr.vmm.qemu import QemuAdapter
 
@@ -55,7 +56,7 @@ class Daemon:
         self.dns = DnsService(settings.run_dir, self.db, self.networks, self.firewall)
         self.networks.observers.append(self.dns)
         self.vms.observers.append(self.dns)
-        self.stacks = StackManager(self.vms, self.networks)
+        self.stacks = StackManager(self.vms, self.networks, StackOpRepository(self.db))
         self.api_keys = ApiKeys(ApiKeyRepository(self.db))
 
     async def start(self) -> None:
@@ -64,6 +65,7 @@ class Daemon:
         await self.networks.reconcile(self.settings.default_subnet)
         await self.vms.reconcile()
         self.vms.resolve_accel_in_background()
+        self.stacks.resume()
 
     @property
     def accel(self) -> str:
