@@ -72,12 +72,17 @@ def _print_event(event: dict[str, Any]) -> bool:
 
 
 def _stream(path: str, body: dict[str, Any]) -> bool:
+    """Show a stack operation's events; the daemon ends with `done` or a final error, so
+    a stream that stops before either means the daemon went away half-way."""
     ok = True
     with api().stream("POST", path, json=body, timeout=None) as response:
         for line in response.iter_lines():
             if line.strip():
-                ok = _print_event(json.loads(line)) and ok
-    return ok
+                event = json.loads(line)
+                ok = _print_event(event) and ok
+                if event.get("done") or event.get("final"):
+                    return ok
+    raise ClientError("lost the connection to the hypr daemon before it finished")
 
 
 @app.command()
