@@ -15,3 +15,10 @@ def restart_policy(text: str) -> str:
     ):
         raise InvalidArgument(f"invalid restart policy {text!r}")
     return text
+
+
+def env_var(item: str) -> str:
+    """`K=V` with a non-empty name, as `docker run -e` and compose's `environment` take."""
+    if "=" not in item or item.startswith("="):
+        raise InvalidArgument(f"invalid environment variable {item!r}: expected K=V")
+    return item

@@ -25,7 +25,7 @@ from pydantic import (
 from hypr.compose.ports import PortMapping, parse_port
 from hypr.errors import InvalidArgument
 from hypr.units import memory_mib
-from hypr.validate import restart_policy
+from hypr.validate import env_var, restart_policy
 
 T = TypeVar("T")
 Condition = Literal["service_started", "service_healthy", "service_completed_successfully"]
@@ -167,14 +167,15 @@ class Service(ComposeModel):
     @classmethod
     def _environment(cls, value: Any) -> dict[str, str | None]:
         if isinstance(value, list):
-            result: dict[str, str | None] = {}
-            for item in value:
-                key, sep, val = str(item).partition("=")
-                result[key] = val if sep else None
-            return result
-        if isinstance(value, dict):
-            return {str(k): None if v is None else _scalar(v) for k, v in value.items()}
-        raise ValueError("expected a list of KEY=VALUE or a mapping")
+            pairs = [str(item).partition("=") for item in value]
+            result = {key: val if sep else None for key, sep, val in pairs}
+        elif isinstance(value, dict):
+            result = {str(k): None if v is None else _scalar(v) for k, v in value.items()}
+        else:
+            raise ValueError("expected a list of KEY=VALUE or a mapping")
+        for key, val in result.items():
+            _shared(env_var, f"{key}={val or ''}")
+        return result
 
     @field_validator("labels", mode="before")
     @classmethod
