@@ -1,8 +1,8 @@
 """The `hypr` command. It talks only to hyprd's API.
 
-A command's run time is mostly imports, so each run imports only the module of the
-command it was given (`hypr ps` never loads compose's models); `hypr --help`, no
-command or an unknown one load them all, to list them or to suggest one.
+A command's run time is mostly imports, so the top-level group loads a command's module
+only when that command runs (click's lazy group): `hypr ps` never imports compose's
+models or the WebSocket client; `hypr --help` loads them all, to list them.
 """
 
 from __future__ import annotations
@@ -10,59 +10,66 @@ from __future__ import annotations
 import importlib
 import sys
 
-import typer
+import click
 
 from hypr.cli.client import ClientError
 from hypr.errors import HyprError
 
-# Module of hypr.cli -> the commands it registers, in the order `hypr --help` lists them.
-MODULES: dict[str, tuple[str, ...]] = {
-    "vms": ("run", "exec", "ps", "start", "stop", "rm", "logs", "inspect", "port", "images"),
-    "dns": ("dns",),
-    "system": ("version", "info"),
-    "networks": ("network",),
-    "compose": ("compose",),
-    "apikeys": ("apikey",),
+# Command -> (module of hypr.cli, attribute), in the order `hypr --help` lists them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("vms", "run"),
+    "exec": ("vms", "exec_"),
+    "ps": ("vms", "ps"),
+    "start": ("vms", "start"),
+    "stop": ("vms", "stop"),
+    "rm": ("vms", "rm"),
+    "logs": ("vms", "logs"),
+    "inspect": ("vms", "inspect"),
+    "port": ("vms", "port"),
+    "images": ("vms", "images"),
+    "dns": ("dns", "dns"),
+    "version": ("system", "version"),
+    "info": ("system", "info"),
+    "network": ("networks", "app"),
+    "compose": ("compose", "app"),
+    "apikey": ("apikeys", "app"),
 }
-COMMANDS = {command: module for module, commands in MODULES.items() for command in commands}
 
 
-def build(argv: list[str]) -> typer.Typer:
-    """The app with the commands this run can need."""
-    app = typer.Typer(
-        help="hypr: microVMs with Docker-compatible networking.",
-        no_args_is_help=True,
-        pretty_exceptions_enable=False,
-        add_completion=False,
-        rich_markup_mode=None,  # plain help, as docker's; rich costs more than the rest
-    )
-    # A group even when one command is loaded, so `hypr ps` still means the command ps.
-    app.callback()(lambda: None)
-    wanted = COMMANDS.get(argv[0]) if argv else None
-    for module in [wanted] if wanted else MODULES:
-        importlib.import_module(f"hypr.cli.{module}").register(app)
-    return app
+class LazyGroup(click.Group):
+    """Commands resolved by name on first use, from the table above."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(f"hypr.cli.{module}"), attribute)
+        return command
+
+
+@click.group(cls=LazyGroup, no_args_is_help=True)
+def cli() -> None:
+    """hypr: microVMs with Docker-compatible networking."""
 
 
 def main() -> None:
     try:
-        # Without standalone mode, click returns the code of a typer.Exit instead of exiting.
-        result = build(sys.argv[1:])(standalone_mode=False)
+        # Without standalone mode, click returns the code of an Exit instead of exiting.
+        result = cli.main(standalone_mode=False)
         sys.exit(result if isinstance(result, int) else 0)
     except (ClientError, HyprError) as exc:
-        typer.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
-    except typer.Exit as exc:
+    except click.exceptions.NoArgsIsHelpError as exc:  # a group given no command: its help
+        click.echo(exc.format_message())
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except KeyboardInterrupt:
+    except (click.Abort, KeyboardInterrupt):
         sys.exit(130)
     except Exception as exc:  # usage errors and the like: one line, never a traceback
-        from typer._click.exceptions import NoArgsIsHelpError  # the click typer bundles
-
-        if isinstance(exc, NoArgsIsHelpError):  # a group given no command: its help
-            typer.echo(exc.format_message())
-        else:
-            typer.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {exc}", err=True)
         sys.exit(1)

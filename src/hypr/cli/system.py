@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import typer
+import click
 
 from hypr import __version__
 from hypr.cli.context import api
 
 
+@click.command()
 def version() -> None:
     """Show the client's and the daemon's versions."""
-    typer.echo(f"Client: hypr {__version__}")
+    click.echo(f"Client: hypr {__version__}")
     server = api().get("/version")
-    typer.echo(
+    click.echo(
         f"Server: hyprd {server['Version']} (API {server['ApiVersion']}, "
         f"{server['Os']}/{server['Arch']}, kernel {server['KernelVersion']})"
     )
 
 
+@click.command()
 def info() -> None:
     """Show the daemon's settings and counts."""
     data = api().get("/info")
@@ -35,9 +37,4 @@ def info() -> None:
         "SshAllowedCidr": "SSH Allowed CIDR",
     }
     for key, label in labels.items():
-        typer.echo(f"{label}: {data[key]}")
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(version)
-    app.command()(info)
+        click.echo(f"{label}: {data[key]}")
