@@ -78,6 +78,9 @@ def crash_and_restart(hyprd: Hyprd, run: Callable[[], subprocess.CompletedProces
     assert hyprd.proc is not None
     result = run()
     assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: lost the connection to the hypr daemon before it finished"
+    )
     assert hyprd.proc.wait(60) == -9  # SIGKILL, from the fault point
     hyprd.proc = None
     hyprd.extra_env = {}

@@ -19,6 +19,7 @@ from hypr.config import run_dir
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0
+CUT_SHORT = "lost the connection to the hypr daemon before it finished"
 
 
 class ClientError(Exception):
@@ -59,8 +60,15 @@ class Response:
             yield chunk
 
     def iter_lines(self) -> Iterator[str]:
-        while line := self.raw.readline():
-            yield line.decode(errors="replace").rstrip("\r\n")
+        """Lines without their ends; built on iter_bytes, so a body cut short raises (the
+        response's own readline would end quietly)."""
+        pending = b""
+        for chunk in self.iter_bytes():
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                yield line.decode(errors="replace").removesuffix("\r")
+        if pending:
+            yield pending.decode(errors="replace")
 
 
 class ApiClient:
@@ -128,6 +136,8 @@ class ApiClient:
             ) from None
         except TimeoutError:
             raise ClientError("the hypr daemon did not answer in time") from None
+        except http.client.IncompleteRead:
+            raise ClientError(CUT_SHORT) from None
         except (http.client.HTTPException, OSError) as exc:
             raise ClientError(f"lost the connection to the hypr daemon: {exc}") from None
 

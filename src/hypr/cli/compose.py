@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from hypr.cli.client import ClientError
+from hypr.cli.client import CUT_SHORT, ClientError
 from hypr.cli.context import api
 from hypr.cli.output import print_table
 from hypr.cli.vms import (
@@ -86,7 +86,7 @@ def _stream(path: str, body: dict[str, Any]) -> bool:
                 ok = _print_event(event) and ok
                 if event.get("done") or event.get("final"):
                     return ok
-    raise ClientError("lost the connection to the hypr daemon before it finished")
+    raise ClientError(CUT_SHORT)
 
 
 @app.command()
