@@ -185,3 +185,12 @@ def test_file_discovery_project_name_dotenv_and_env_file(tmp_path: Path) -> None
     assert sorted(service.env) == ["FROM_FILE=yes", "GREETING=hello"]
     with pytest.raises(InvalidArgument, match="no compose file"):
         find_compose_file(None, tmp_path)
+
+
+def test_compose_refuses_an_environment_entry_without_a_name() -> None:
+    document = {"services": {"web": {"image": "busybox", "environment": ["=oops"]}}}
+    with pytest.raises(InvalidArgument) as info:
+        load_project(document, "p")
+    assert info.value.message == (
+        "services.web.environment: invalid environment variable '=oops': expected K=V"
+    )

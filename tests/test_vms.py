@@ -290,6 +290,7 @@ def test_network_none_has_no_nic(hyprd: Hyprd) -> None:
         (["--name", "taken", "busybox"], "already in use"),
         (["--name", "bad_name!", "busybox"], "invalid VM name"),
         (["--memory", "64m", "busybox"], "below the 96 MiB"),
+        (["--memory", "512", "busybox"], "512 is 512 bytes, below the 96 MiB"),
         (["--restart", "sometimes", "busybox"], "invalid restart policy"),
         (["-e", "NOEQUALS", "busybox"], "invalid environment variable"),
     ],

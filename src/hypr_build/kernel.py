@@ -11,6 +11,7 @@ import struct
 import subprocess
 import tempfile
 from collections.abc import Callable
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 from hypr.guest.assets import KERNEL_BZIMAGE, KERNEL_ELF
@@ -161,25 +162,23 @@ def resolve_modules(moddir: Path) -> list[tuple[str, bytes]]:
         if builtin_file.exists()
         else set()
     )
-    order: list[tuple[str, bytes]] = []
-    seen: set[str] = set()
-
-    def visit(name: str, chain: tuple[str, ...]) -> None:
-        if name in seen or name in builtin:
-            return
-        if name in chain:
-            raise BuildError(f"module dependency cycle: {' -> '.join((*chain, name))}")
+    graph: dict[str, list[str]] = {}
+    data: dict[str, bytes] = {}
+    pending = [name for name in WANTED_MODULES if name not in builtin]
+    while pending:
+        name = pending.pop(0)
+        if name in graph:
+            continue
         if name not in available:
             raise BuildError(f"kernel module {name} is neither built in nor shipped")
-        data = _read_module(available[name])
-        for dep in modinfo_depends(data):
-            visit(dep, (*chain, name))
-        seen.add(name)
-        order.append((name, data))
-
-    for wanted in WANTED_MODULES:
-        visit(wanted, ())
-    return order
+        data[name] = _read_module(available[name])
+        graph[name] = [dep for dep in modinfo_depends(data[name]) if dep not in builtin]
+        pending += graph[name]
+    try:
+        order = list(TopologicalSorter(graph).static_order())
+    except CycleError as exc:
+        raise BuildError(f"module dependency cycle: {' -> '.join(exc.args[1])}") from None
+    return [(name, data[name]) for name in order]
 
 
 def _signatures_enforced(root: Path) -> bool:

@@ -14,7 +14,7 @@ from hypr.api.deps import daemon_of
 from hypr.api.models import StackDownRequest, StackUpRequest, StackView
 from hypr.api.vms import vm_view
 from hypr.compose.project import SERVICE_LABEL, load_project
-from hypr.compose.stack import Emit
+from hypr.daemon.stacks import Emit
 
 router = APIRouter(prefix="/stacks", tags=["stacks"])
 

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
+import click
 
 from hypr.cli.context import api
 from hypr.cli.output import print_table
 
-app = typer.Typer(help="Manage API keys of the REST gateway.", no_args_is_help=True)
+
+@click.group(no_args_is_help=True)
+def app() -> None:
+    """Manage API keys of the REST gateway."""
 
 
 @app.command("create")
-def create(name: Annotated[str, typer.Argument(help="A name to recognise the key by")]) -> None:
-    """Make a key; it is printed once and only its hash is kept."""
-    typer.echo(api().post("/apikeys", json={"name": name})["key"])
+@click.argument("name")
+def create(name: str) -> None:
+    """Make a key named NAME; it is printed once and only its hash is kept."""
+    click.echo(api().post("/apikeys", json={"name": name})["key"])
 
 
 @app.command("ls")
@@ -31,7 +33,8 @@ def ls() -> None:
 
 
 @app.command("rm")
+@click.argument("name")
 def rm(name: str) -> None:
     """Revoke a key."""
     api().delete(f"/apikeys/{name}")
-    typer.echo(name)
+    click.echo(name)

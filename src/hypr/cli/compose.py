@@ -7,19 +7,22 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-import yaml
+import click
 
-from hypr.cli.client import ClientError
+from hypr.cli.client import CUT_SHORT, ClientError
 from hypr.cli.context import api
 from hypr.cli.output import print_table
-from hypr.cli.vms import copy_logs, ports_text, run_exec, status_text
-from hypr.compose.project import find_compose_file, load_project, project_name, read_document
+from hypr.cli.vms import (
+    NO_INTERSPERSED,
+    copy_logs,
+    ports_text,
+    run_exec,
+    status_text,
+    strip_separator,
+)
 from hypr.errors import HyprError
-
-app = typer.Typer(help="Run multi-VM stacks from compose files.", no_args_is_help=True)
 
 
 class Target:
@@ -29,6 +32,9 @@ class Target:
     project: str | None = None
 
     def document(self) -> tuple[str, dict[str, Any]]:
+        # Imported here: compose's models cost more than the rest of the CLI (`--help`).
+        from hypr.compose.project import find_compose_file, project_name, read_document
+
         path = find_compose_file(self.file, Path.cwd())
         document = read_document(path, dict(os.environ))
         return project_name(self.project, document, path.parent), document
@@ -36,6 +42,8 @@ class Target:
     def name(self) -> str:
         """The project name; with -p no file is needed (e.g. `ps -p NAME`)."""
         if self.project:
+            from hypr.compose.project import project_name
+
             return project_name(self.project, {}, Path.cwd())
         return self.document()[0]
 
@@ -43,76 +51,81 @@ class Target:
 target = Target()
 
 
-@app.callback()
-def options(
-    file: Annotated[str | None, typer.Option("--file", "-f", help="Compose file")] = None,
-    project: Annotated[str | None, typer.Option("--project-name", "-p")] = None,
-) -> None:
+@click.group(no_args_is_help=True)
+@click.option("--file", "-f", help="Compose file")
+@click.option("--project-name", "-p", "project")
+def app(file: str | None, project: str | None) -> None:
+    """Run multi-VM stacks from compose files."""
     target.file, target.project = file, project
 
 
 def _print_event(event: dict[str, Any]) -> bool:
     """Show one progress event; return False on an error."""
     if "warning" in event:
-        typer.echo(f"WARN: {event['warning']}", err=True)
+        click.echo(f"WARN: {event['warning']}", err=True)
     elif "error" in event:
-        typer.echo(f"Error: {event['error']}", err=True)
+        click.echo(f"Error: {event['error']}", err=True)
         if event.get("rolling_back"):
-            typer.echo(f"rolled back: {', '.join(event['rolling_back'])}", err=True)
+            click.echo(f"rolled back: {', '.join(event['rolling_back'])}", err=True)
         return False
     elif "network" in event:
-        typer.echo(f" Network {event['network']:<30} {event['status']}")
+        click.echo(f" Network {event['network']:<30} {event['status']}")
     elif "vm" in event:
-        typer.echo(f" VM {event['vm']:<35} {event['status']}")
+        click.echo(f" VM {event['vm']:<35} {event['status']}")
     return True
 
 
 def _stream(path: str, body: dict[str, Any]) -> bool:
+    """Show a stack operation's events; the daemon ends with `done` or a final error, so
+    a stream that stops before either means the daemon went away half-way."""
     ok = True
     with api().stream("POST", path, json=body, timeout=None) as response:
         for line in response.iter_lines():
             if line.strip():
-                ok = _print_event(json.loads(line)) and ok
-    return ok
+                event = json.loads(line)
+                ok = _print_event(event) and ok
+                if event.get("done") or event.get("final"):
+                    return ok
+    raise ClientError(CUT_SHORT)
 
 
 @app.command()
 def config() -> None:
     """Validate the file and print it normalised."""
     name, document = target.document()
+    import yaml
+
+    from hypr.compose.project import load_project
+
     project = load_project(document, name)
     for warning in project.warnings:
-        typer.echo(f"WARN: {warning}", err=True)
-    typer.echo(yaml.safe_dump(project.to_dict(), sort_keys=False), nl=False)
+        click.echo(f"WARN: {warning}", err=True)
+    click.echo(yaml.safe_dump(project.to_dict(), sort_keys=False), nl=False)
 
 
 @app.command()
-def up(
-    detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
-    remove_orphans: Annotated[bool, typer.Option("--remove-orphans")] = False,
-) -> None:
+@click.option("--detach", "-d", is_flag=True)
+@click.option("--remove-orphans", is_flag=True)
+def up(detach: bool, remove_orphans: bool) -> None:
     """Create networks and start services in dependency order."""
     name, document = target.document()
     if not _stream(f"/stacks/{name}/up", {"document": document, "remove_orphans": remove_orphans}):
-        raise typer.Exit(1)
+        raise click.exceptions.Exit(1)
     if detach:
         return
     try:
         _follow_logs(name, None)
     except KeyboardInterrupt:
-        typer.echo("Gracefully stopping... (press Ctrl+C again to force)")
+        click.echo("Gracefully stopping... (press Ctrl+C again to force)")
         for vm in api().get(f"/stacks/{name}")["services"].values():
             api().post(f"/vms/{vm['id']}/stop")
-        raise typer.Exit(130) from None
+        raise click.exceptions.Exit(130) from None
 
 
 @app.command()
-def down(
-    remove_orphans: Annotated[bool, typer.Option("--remove-orphans")] = False,
-    volumes: Annotated[
-        bool, typer.Option("--volumes", "-v", help="No-op: hypr has no volumes yet")
-    ] = False,
-) -> None:
+@click.option("--remove-orphans", is_flag=True)
+@click.option("--volumes", "-v", is_flag=True, help="No-op: hypr has no volumes yet")
+def down(remove_orphans: bool, volumes: bool) -> None:
     """Stop and remove the stack's VMs, then its networks."""
     try:
         name, document = target.document()
@@ -124,7 +137,7 @@ def down(
     if not _stream(
         f"/stacks/{name}/down", {"services": services, "remove_orphans": remove_orphans}
     ):
-        raise typer.Exit(1)
+        raise click.exceptions.Exit(1)
 
 
 @app.command()
@@ -147,10 +160,9 @@ def ps() -> None:
 
 
 @app.command()
-def logs(
-    service: Annotated[str | None, typer.Argument()] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
-) -> None:
+@click.argument("service", required=False)
+@click.option("--follow", "-f", is_flag=True)
+def logs(service: str | None, follow: bool) -> None:
     """Show the console output of the stack's services."""
     _follow_logs(target.name(), service, follow)
 
@@ -176,18 +188,16 @@ def _follow_logs(name: str, service: str | None, follow: bool = True) -> None:
             thread.join(0.2)
 
 
-@app.command(context_settings={"allow_interspersed_args": False})
-def exec(
-    service: str,
-    command: Annotated[list[str], typer.Argument(help="Command and arguments")],
-    interactive: Annotated[bool, typer.Option("--interactive", "-i")] = False,
-) -> None:
-    """Run a command in a service's VM."""
-    if command and command[0] == "--":
-        command = command[1:]
+@app.command("exec", context_settings=NO_INTERSPERSED)
+@click.argument("service")
+@click.argument("command", nargs=-1, required=True)
+@click.option("--interactive", "-i", is_flag=True)
+def exec_(service: str, command: tuple[str, ...], interactive: bool) -> None:
+    """Run COMMAND in a service's VM."""
+    argv = strip_separator(list(command))
     stack = api().get(f"/stacks/{target.name()}")
     vm = stack["services"].get(service)
     if vm is None:
         raise ClientError(f"no such service: {service}")
     sys.stdout.flush()
-    raise typer.Exit(run_exec(vm["name"], command, interactive, [], None))
+    raise click.exceptions.Exit(run_exec(vm["name"], argv, interactive, [], None))

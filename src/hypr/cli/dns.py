@@ -2,46 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+import click
 
 from hypr.cli.context import api
 from hypr.cli.output import print_json, print_table
 
 
-def dns(
-    format: Annotated[str | None, typer.Option("--format", help="json")] = None,
-) -> None:
+@click.command()
+@click.option("--format", help="json")
+def dns(format: str | None) -> None:
     """Show the DNS servers and how to resolve .hypr names on the host."""
     if format not in (None, "json"):
-        raise typer.BadParameter(f"unsupported format {format!r} (use json)")
+        raise click.BadParameter(f"unsupported format {format!r} (use json)")
     data = api().get("/dns")
     if format == "json":
         print_json(data)
         return
     print_table(["NETWORK", "BRIDGE", "SERVER", "PORTS", "FORWARDS", "PID"], _rows(data["servers"]))
     if data["views"]:
-        typer.echo("\nViews, for VMs on several networks (their queries are redirected there):")
+        click.echo("\nViews, for VMs on several networks (their queries are redirected there):")
         print_table(
             ["NETWORKS", "BRIDGES", "SERVERS", "PORT", "FORWARDS", "PID"], _rows(data["views"])
         )
     domain = data["domain"]
     servers = data["servers"]
     if data["systemd_resolved"]:
-        typer.echo(f"\nhyprd has pointed systemd-resolved at these servers for .{domain} names:")
+        click.echo(f"\nhyprd has pointed systemd-resolved at these servers for .{domain} names:")
     else:
-        typer.echo(f"\nTo resolve .{domain} names on the host with systemd-resolved:")
+        click.echo(f"\nTo resolve .{domain} names on the host with systemd-resolved:")
     for server in servers:
         bridge, address = server["bridges"][0], server["addresses"][0]
-        typer.echo(f"  resolvectl dns {bridge} {address} && resolvectl domain {bridge} '~{domain}'")
+        click.echo(f"  resolvectl dns {bridge} {address} && resolvectl domain {bridge} '~{domain}'")
     if servers:
         default = servers[0]
-        typer.echo(
+        click.echo(
             f"Without it, as the first nameserver of /etc/resolv.conf "
             f"(names on network {default['networks'][0]} only):"
         )
-        typer.echo(f"  nameserver {default['addresses'][0]}")
+        click.echo(f"  nameserver {default['addresses'][0]}")
 
 
 def _rows(servers: list[dict[str, Any]]) -> list[list[str]]:

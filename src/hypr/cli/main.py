@@ -1,81 +1,75 @@
-"""The `hypr` command. It talks only to hyprd's API."""
+"""The `hypr` command. It talks only to hyprd's API.
+
+A command's run time is mostly imports, so the top-level group loads a command's module
+only when that command runs (click's lazy group): `hypr ps` never imports compose's
+models or the WebSocket client; `hypr --help` loads them all, to list them.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-import typer
+import click
 
-from hypr import __version__
-from hypr.cli import apikeys, compose, dns, networks, vms
 from hypr.cli.client import ClientError
-from hypr.cli.context import api
 from hypr.errors import HyprError
 
-app = typer.Typer(
-    help="hypr: microVMs with Docker-compatible networking.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-app.add_typer(networks.app, name="network")
-vms.register(app)
-app.add_typer(compose.app, name="compose")
-app.add_typer(apikeys.app, name="apikey")
-app.command("dns")(dns.dns)
+# Command -> (module of hypr.cli, attribute), in the order `hypr --help` lists them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("vms", "run"),
+    "exec": ("vms", "exec_"),
+    "ps": ("vms", "ps"),
+    "start": ("vms", "start"),
+    "stop": ("vms", "stop"),
+    "rm": ("vms", "rm"),
+    "logs": ("vms", "logs"),
+    "inspect": ("vms", "inspect"),
+    "port": ("vms", "port"),
+    "images": ("vms", "images"),
+    "dns": ("dns", "dns"),
+    "version": ("system", "version"),
+    "info": ("system", "info"),
+    "network": ("networks", "app"),
+    "compose": ("compose", "app"),
+    "apikey": ("apikeys", "app"),
+}
 
 
-@app.command()
-def version() -> None:
-    """Show the client's and the daemon's versions."""
-    typer.echo(f"Client: hypr {__version__}")
-    server = api().get("/version")
-    typer.echo(
-        f"Server: hyprd {server['Version']} (API {server['ApiVersion']}, "
-        f"{server['Os']}/{server['Arch']}, kernel {server['KernelVersion']})"
-    )
+class LazyGroup(click.Group):
+    """Commands resolved by name on first use, from the table above."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(f"hypr.cli.{module}"), attribute)
+        return command
 
 
-@app.command()
-def info() -> None:
-    """Show the daemon's settings and counts."""
-    data = api().get("/info")
-    labels = {
-        "ServerVersion": "Server Version",
-        "RunDir": "Run Dir",
-        "DataDir": "Data Dir",
-        "AssetsDir": "Assets Dir",
-        "Accelerator": "Accelerator",
-        "DefaultSubnet": "Default Subnet",
-        "Networks": "Networks",
-        "VMs": "VMs",
-        "VMsRunning": " Running",
-        "SshPortRange": "SSH Port Pool",
-        "SshAllowedCidr": "SSH Allowed CIDR",
-    }
-    for key, label in labels.items():
-        typer.echo(f"{label}: {data[key]}")
+@click.group(cls=LazyGroup, no_args_is_help=True)
+def cli() -> None:
+    """hypr: microVMs with Docker-compatible networking."""
 
 
 def main() -> None:
     try:
-        # Without standalone mode, click returns the code of a typer.Exit instead of exiting.
-        result = app(standalone_mode=False)
+        # Without standalone mode, click returns the code of an Exit instead of exiting.
+        result = cli.main(standalone_mode=False)
         sys.exit(result if isinstance(result, int) else 0)
     except (ClientError, HyprError) as exc:
-        typer.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
-    except typer.Exit as exc:
+    except click.exceptions.NoArgsIsHelpError as exc:  # a group given no command: its help
+        click.echo(exc.format_message())
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except (click.Abort, KeyboardInterrupt):
         sys.exit(130)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and the like: one line, never a traceback
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        typer.echo(f"Error: {exc}", err=True)
+    except Exception as exc:  # usage errors and the like: one line, never a traceback
+        click.echo(f"Error: {exc}", err=True)
         sys.exit(1)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import typer
+import click
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -15,19 +15,19 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
     for line in [headers, *rows]:
         cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=True)]
-        typer.echo("   ".join(cells).rstrip())
+        click.echo("   ".join(cells).rstrip())
 
 
 def print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=4))
+    click.echo(json.dumps(value, indent=4))
 
 
 def print_json_lines(items: Sequence[Any]) -> None:
     for item in items:
-        typer.echo(json.dumps(item, separators=(",", ":")))
+        click.echo(json.dumps(item, separators=(",", ":")))
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
+def fail(message: str, code: int = 1) -> click.exceptions.Exit:
     """Print one error line and return the exit to raise."""
-    typer.echo(f"Error: {message}", err=True)
-    return typer.Exit(code)
+    click.echo(f"Error: {message}", err=True)
+    return click.exceptions.Exit(code)

@@ -7,71 +7,81 @@ import os
 import sys
 import threading
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
-import typer
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import unix_connect
+import click
 
+from hypr import units
 from hypr.cli.client import ClientError
 from hypr.cli.context import api
 from hypr.cli.output import fail, print_json, print_table
+from hypr.errors import InvalidArgument
 
-MEMORY_UNITS = {"b": 1 / 2**20, "k": 1 / 1024, "m": 1, "g": 1024, "": 1}
-
-
-def parse_memory(text: str) -> int:
-    """Docker's size syntax (`256m`, `1g`, `512` = MiB) to MiB."""
-    value = (
-        text.strip().lower().removesuffix("b")
-        if text.lower().endswith(("kb", "mb", "gb"))
-        else text.strip().lower()
-    )
-    unit = value[-1] if value and value[-1] in MEMORY_UNITS else ""
-    number = value[:-1] if unit else value
-    try:
-        mib = float(number) * MEMORY_UNITS[unit]
-    except ValueError:
-        raise typer.BadParameter(f"invalid memory size {text!r} (e.g. 256m, 1g)") from None
-    return int(mib)
+NO_INTERSPERSED = {"allow_interspersed_args": False}  # what follows the image is the command
 
 
+@click.command(context_settings=NO_INTERSPERSED)
+@click.argument("image")
+@click.argument("command", nargs=-1)
+@click.option("--detach", "-d", is_flag=True, help="Run in background")
+@click.option("--name", help="VM name (a DNS label)")
+@click.option("--network", "--net", multiple=True, help="Network to join, or none")
+@click.option("--ip", help="IPv4 address on the first network")
+@click.option("--mac", help="MAC address of the first NIC")
+@click.option("--cpus", type=int, default=1, show_default=True, help="Number of vCPUs")
+@click.option(
+    "--memory",
+    "-m",
+    default="256m",
+    show_default=True,
+    help="Memory, e.g. 256m (a bare number is bytes)",
+)
+@click.option("--env", "-e", multiple=True, help="K=V")
+@click.option("--restart", default="no", show_default=True, help="no, always, on-failure[:N]")
+@click.option("--workdir", "-w")
+@click.option("--entrypoint", help="Override the entrypoint")
+@click.option("--rm", is_flag=True, help="Remove the VM when it exits")
+@click.option("--dhcp/--no-dhcp", help="Guest takes its address by DHCP")
+@click.option(
+    "--publish",
+    "-p",
+    multiple=True,
+    help="Publish a port: [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]",
+)
+@click.option("--ssh", is_flag=True, help="Forward a host port of the SSH pool to guest port 22")
 def run(
-    image: Annotated[str, typer.Argument(help="Image, e.g. busybox")],
-    command: Annotated[list[str] | None, typer.Argument(help="Command and arguments")] = None,
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in background")] = False,
-    name: Annotated[str | None, typer.Option(help="VM name (a DNS label)")] = None,
-    network: Annotated[
-        list[str] | None, typer.Option("--network", "--net", help="Network to join, or none")
-    ] = None,
-    ip: Annotated[str | None, typer.Option(help="IPv4 address on the first network")] = None,
-    mac: Annotated[str | None, typer.Option(help="MAC address of the first NIC")] = None,
-    cpus: Annotated[int, typer.Option(help="Number of vCPUs")] = 1,
-    memory: Annotated[str, typer.Option("--memory", "-m", help="Memory, e.g. 256m")] = "256m",
-    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="K=V")] = None,
-    restart: Annotated[str, typer.Option(help="no, always, on-failure[:N]")] = "no",
-    workdir: Annotated[str | None, typer.Option("--workdir", "-w")] = None,
-    entrypoint: Annotated[str | None, typer.Option(help="Override the entrypoint")] = None,
-    rm: Annotated[bool, typer.Option("--rm", help="Remove the VM when it exits")] = False,
-    dhcp: Annotated[bool, typer.Option(help="Guest takes its address by DHCP")] = False,
-    publish: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--publish", "-p", help="Publish a port: [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]"
-        ),
-    ] = None,
-    ssh: Annotated[
-        bool, typer.Option("--ssh", help="Forward a host port of the SSH pool to guest port 22")
-    ] = False,
+    image: str,
+    command: tuple[str, ...],
+    detach: bool,
+    name: str | None,
+    network: tuple[str, ...],
+    ip: str | None,
+    mac: str | None,
+    cpus: int,
+    memory: str,
+    env: tuple[str, ...],
+    restart: str,
+    workdir: str | None,
+    entrypoint: str | None,
+    rm: bool,
+    dhcp: bool,
+    publish: tuple[str, ...],
+    ssh: bool,
 ) -> None:
-    """Create and start a VM."""
-    command = _strip_separator(command)
+    """Create and start a VM.
+
+    It boots IMAGE and runs COMMAND in it (the image's own command if none is given)."""
+    argv = strip_separator(list(command))
+    try:
+        memory_mib = units.memory_mib(memory)
+    except InvalidArgument as exc:
+        raise fail(exc.message, 125) from None
     networks: list[dict[str, Any]] | None = None
     if network:
         if "none" in network:
             if len(network) > 1 or ip or mac:
-                raise typer.BadParameter("--network none cannot be combined with other networks")
+                raise click.BadParameter("--network none cannot be combined with other networks")
             networks = []
         else:
             networks = [{"network": n} for n in network]
@@ -81,34 +91,33 @@ def run(
     body = {
         "image": image,
         "name": name,
-        "command": command or None,
+        "command": argv or None,
         "entrypoint": [entrypoint] if entrypoint else None,
-        "env": env or [],
+        "env": list(env),
         "networks": networks,
         "vcpus": cpus,
-        "memory_mib": parse_memory(memory),
+        "memory_mib": memory_mib,
         "restart": restart,
         "workdir": workdir,
         "dhcp": dhcp,
         "auto_remove": rm,
-        "ports": publish or [],
+        "ports": list(publish),
         "ssh": ssh,
     }
     client = api()
     try:
         vm = client.post("/vms", json=body)
     except ClientError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(125) from None
+        raise fail(str(exc), 125) from None
     if detach:
-        typer.echo(vm["id"])
+        click.echo(vm["id"])
         return
     copy_logs(vm["id"], follow=True)
     code = client.post(f"/vms/{vm['id']}/wait")["exit_code"]
-    raise typer.Exit(code if code is not None else 1)
+    raise click.exceptions.Exit(code if code is not None else 1)
 
 
-def _strip_separator(command: list[str] | None) -> list[str] | None:
+def strip_separator(command: list[str]) -> list[str]:
     """`hypr exec vm -- cmd` and `hypr exec vm cmd` mean the same."""
     if command and command[0] == "--":
         return command[1:]
@@ -117,7 +126,9 @@ def _strip_separator(command: list[str] | None) -> list[str] | None:
 
 def copy_logs(ref: str, follow: bool, prefix: bytes = b"") -> None:
     """Copy a VM's console to stdout, each line behind `prefix` if one is given."""
-    with api().stream("GET", f"/vms/{ref}/logs", params={"follow": follow}) as response:
+    with api().stream(
+        "GET", f"/vms/{ref}/logs", params={"follow": follow}, timeout=None if follow else 60
+    ) as response:
         lines = response.iter_lines() if prefix else None
         if lines is None:
             for chunk in response.iter_bytes():
@@ -150,15 +161,15 @@ def status_text(vm: dict[str, Any]) -> str:
     return str(state).capitalize()
 
 
-def ps(
-    all: Annotated[bool, typer.Option("--all", "-a", help="Show stopped VMs too")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only IDs")] = False,
-) -> None:
+@click.command()
+@click.option("--all", "-a", is_flag=True, help="Show stopped VMs too")
+@click.option("--quiet", "-q", is_flag=True, help="Only IDs")
+def ps(all: bool, quiet: bool) -> None:
     """List VMs."""
     vms = api().get("/vms", params={"all": all})
     if quiet:
         for vm in vms:
-            typer.echo(vm["id"][:12])
+            click.echo(vm["id"][:12])
         return
     print_table(
         ["VM ID", "NAME", "IMAGE", "STATUS", "IP", "PORTS"],
@@ -207,17 +218,17 @@ def ports_text(ports: list[dict[str, Any]]) -> str:
     )
 
 
-def port(
-    vm: str,
-    guest_port: Annotated[
-        str | None, typer.Argument(help="Only this guest port: PORT[/tcp|udp]")
-    ] = None,
-) -> None:
-    """List a running VM's published ports, as `docker port` does."""
+@click.command()
+@click.argument("vm")
+@click.argument("guest_port", required=False)
+def port(vm: str, guest_port: str | None) -> None:
+    """List a running VM's published ports, as `docker port` does.
+
+    With GUEST_PORT (PORT[/tcp|udp]), only the host addresses that forward to it."""
     ports = _published(api().get(f"/vms/{vm}"))
     if guest_port is None:
         for fwd in ports:
-            typer.echo(
+            click.echo(
                 f"{fwd['guest_port']}/{fwd['protocol']} -> {fwd['host_ip']}:{fwd['host_port']}"
             )
         return
@@ -227,57 +238,64 @@ def port(
     if not matches:
         raise fail(f"no public port {wanted} published for {vm}")
     for fwd in matches:
-        typer.echo(f"{fwd['host_ip']}:{fwd['host_port']}")
+        click.echo(f"{fwd['host_ip']}:{fwd['host_port']}")
 
 
-def _each(refs: list[str], action: Any) -> None:
+def _each(refs: tuple[str, ...], action: Any) -> None:
     """Apply `action` to every VM, reporting failures one line each, as docker does."""
     failed = False
     for ref in refs:
         try:
             action(ref)
-            typer.echo(ref)
+            click.echo(ref)
         except ClientError as exc:
-            typer.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {exc}", err=True)
             failed = True
     if failed:
-        raise typer.Exit(1)
+        raise click.exceptions.Exit(1)
 
 
-def stop(
-    vms: Annotated[list[str], typer.Argument(help="Names or ids")],
-    time: Annotated[int, typer.Option("--time", "-t", help="Seconds before killing")] = 10,
-) -> None:
+@click.command()
+@click.argument("vms", nargs=-1, required=True)
+@click.option(
+    "--time", "-t", type=int, default=10, show_default=True, help="Seconds before killing"
+)
+def stop(vms: tuple[str, ...], time: int) -> None:
     """Stop running VMs (SIGTERM to the workload, SIGKILL after --time)."""
     _each(vms, lambda ref: api().post(f"/vms/{ref}/stop", params={"timeout": time}))
 
 
-def start(vms: Annotated[list[str], typer.Argument(help="Names or ids")]) -> None:
+@click.command()
+@click.argument("vms", nargs=-1, required=True)
+def start(vms: tuple[str, ...]) -> None:
     """Start stopped VMs."""
     _each(vms, lambda ref: api().post(f"/vms/{ref}/start"))
 
 
-def rm(
-    vms: Annotated[list[str], typer.Argument(help="Names or ids")],
-    force: Annotated[bool, typer.Option("--force", "-f", help="Kill running VMs")] = False,
-) -> None:
+@click.command()
+@click.argument("vms", nargs=-1, required=True)
+@click.option("--force", "-f", is_flag=True, help="Kill running VMs")
+def rm(vms: tuple[str, ...], force: bool) -> None:
     """Remove VMs."""
     _each(vms, lambda ref: api().delete(f"/vms/{ref}", params={"force": force}))
 
 
-def logs(
-    vm: str,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow the output")] = False,
-) -> None:
+@click.command()
+@click.argument("vm")
+@click.option("--follow", "-f", is_flag=True, help="Follow the output")
+def logs(vm: str, follow: bool) -> None:
     """Show a VM's console output."""
     copy_logs(vm, follow)
 
 
-def inspect(vms: Annotated[list[str], typer.Argument(help="Names or ids")]) -> None:
+@click.command()
+@click.argument("vms", nargs=-1, required=True)
+def inspect(vms: tuple[str, ...]) -> None:
     """Show VMs as JSON."""
     print_json([api().get(f"/vms/{quote(ref, safe='')}") for ref in vms])
 
 
+@click.command()
 def images() -> None:
     """List images."""
     print_table(
@@ -289,24 +307,28 @@ def images() -> None:
     )
 
 
-def exec(
-    vm: str,
-    command: Annotated[list[str], typer.Argument(help="Command and arguments")],
-    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Relay stdin")] = False,
-    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="K=V")] = None,
-    workdir: Annotated[str | None, typer.Option("--workdir", "-w")] = None,
+@click.command("exec", context_settings=NO_INTERSPERSED)
+@click.argument("vm")
+@click.argument("command", nargs=-1, required=True)
+@click.option("--interactive", "-i", is_flag=True, help="Relay stdin")
+@click.option("--env", "-e", multiple=True, help="K=V")
+@click.option("--workdir", "-w")
+def exec_(
+    vm: str, command: tuple[str, ...], interactive: bool, env: tuple[str, ...], workdir: str | None
 ) -> None:
-    """Run a command in a running VM; its exit code is hypr's."""
-    command = _strip_separator(command) or []
-    if not command:
-        raise typer.BadParameter("missing command to run in the VM")
-    raise typer.Exit(run_exec(vm, command, interactive, env or [], workdir))
+    """Run COMMAND in a running VM; its exit code is hypr's."""
+    argv = strip_separator(list(command))
+    if not argv:
+        raise click.BadParameter("missing command to run in the VM")
+    raise click.exceptions.Exit(run_exec(vm, argv, interactive, list(env), workdir))
 
 
 def run_exec(
     vm: str, command: list[str], interactive: bool, env: list[str], workdir: str | None
 ) -> int:
     """Relay one exec session over the API's WebSocket; return the command's exit code."""
+    from websockets.sync.client import unix_connect  # only exec pays for its import
+
     client = api()
     start = {"command": command, "env": env, "workdir": workdir, "interactive": interactive}
     try:
@@ -323,6 +345,8 @@ def run_exec(
 
 
 def _relay_stdin(ws: Any) -> None:
+    from websockets.exceptions import ConnectionClosed
+
     try:
         stdin = sys.stdin.buffer
         while chunk := os.read(stdin.fileno(), 65536):
@@ -348,11 +372,3 @@ def _relay_output(ws: Any) -> int:
         ws.send(json.dumps({"signal": 2}))
         return 130
     raise ClientError("the exec session ended without an exit code")
-
-
-def register(app: typer.Typer) -> None:
-    no_interspersed = {"allow_interspersed_args": False}
-    app.command(context_settings=no_interspersed)(run)
-    app.command(context_settings=no_interspersed)(exec)
-    for command in (ps, start, stop, rm, logs, inspect, port, images):
-        app.command()(command)

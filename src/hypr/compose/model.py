@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -21,14 +22,16 @@ from pydantic import (
     model_validator,
 )
 
+from hypr.checks import check_env, parse_restart
 from hypr.compose.ports import PortMapping, parse_port
+from hypr.errors import InvalidArgument
+from hypr.units import memory_mib
 
+T = TypeVar("T")
 Condition = Literal["service_started", "service_healthy", "service_completed_successfully"]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
 _DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmg]?)b?$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1 / 2**20, "b": 1 / 2**20, "k": 1 / 1024, "m": 1.0, "g": 1024.0}
 
 
 def parse_duration(value: Any) -> float:
@@ -48,12 +51,13 @@ def parse_duration(value: Any) -> float:
     return total
 
 
-def parse_memory_mib(value: Any) -> int:
-    """Compose sizes (`256m`, `1g`, `268435456`) to MiB."""
-    match = _SIZE.match(str(value).strip())
-    if match is None:
-        raise ValueError(f"invalid size {value!r} (e.g. 256m, 1g)")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+def _shared(check: Callable[[Any], T], value: Any) -> T:
+    """Run a check shared with the CLI or the daemon; pydantic names the offending key
+    only for a ValueError."""
+    try:
+        return check(value)
+    except InvalidArgument as exc:
+        raise ValueError(exc.message) from None
 
 
 class ComposeModel(BaseModel):
@@ -115,7 +119,7 @@ class ResourceLimits(ComposeModel):
     @field_validator("memory", mode="before")
     @classmethod
     def _memory(cls, value: Any) -> int | None:
-        return None if value is None else parse_memory_mib(value)
+        return None if value is None else _shared(memory_mib, value)
 
 
 class Resources(ComposeModel):
@@ -163,14 +167,15 @@ class Service(ComposeModel):
     @classmethod
     def _environment(cls, value: Any) -> dict[str, str | None]:
         if isinstance(value, list):
-            result: dict[str, str | None] = {}
-            for item in value:
-                key, sep, val = str(item).partition("=")
-                result[key] = val if sep else None
-            return result
-        if isinstance(value, dict):
-            return {str(k): None if v is None else _scalar(v) for k, v in value.items()}
-        raise ValueError("expected a list of KEY=VALUE or a mapping")
+            pairs = [str(item).partition("=") for item in value]
+            result = {key: val if sep else None for key, sep, val in pairs}
+        elif isinstance(value, dict):
+            result = {str(k): None if v is None else _scalar(v) for k, v in value.items()}
+        else:
+            raise ValueError("expected a list of KEY=VALUE or a mapping")
+        for key, val in result.items():
+            _shared(check_env, [f"{key}={val or ''}"])
+        return result
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -207,17 +212,13 @@ class Service(ComposeModel):
     @field_validator("mem_limit", mode="before")
     @classmethod
     def _mem_limit(cls, value: Any) -> int | None:
-        return None if value is None else parse_memory_mib(value)
+        return None if value is None else _shared(memory_mib, value)
 
     @field_validator("restart", mode="before")
     @classmethod
     def _restart(cls, value: Any) -> str:
         text = "no" if value is False else str(value)
-        policy, _, count = text.partition(":")
-        if policy not in ("no", "always", "on-failure", "unless-stopped") or (
-            count and (policy != "on-failure" or not count.isdigit())
-        ):
-            raise ValueError(f"invalid restart policy {text!r}")
+        _shared(parse_restart, text)
         return text
 
 

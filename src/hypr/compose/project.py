@@ -12,6 +12,7 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
+from graphlib import CycleError, TopologicalSorter
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,9 @@ class Project:
     services: list[ServicePlan]  # in dependency order
     networks: list[NetworkPlan]
     warnings: list[str] = field(default_factory=list)
+    # The interpolated document it was loaded from: what the daemon keeps to finish an
+    # interrupted `up` (load_project of it gives this project again).
+    document: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def service(self, name: str) -> ServicePlan:
         for service in self.services:
@@ -203,28 +207,28 @@ def load_project(document: dict[str, Any], name: str) -> Project:
         services=[plans[s] for s in order],
         networks=[n for n in networks if n.name in used or n.key != DEFAULT_NETWORK],
         warnings=warnings,
+        document=document,
     )
 
 
 def dependency_order(graph: dict[str, list[str]]) -> list[str]:
-    """Services ordered so that each comes after what it depends on; a cycle is an error."""
+    """Services ordered so that each comes after what it depends on, otherwise by name (the
+    smallest such order, so it is stable); a cycle is an error shown as `a -> b -> a`."""
+    sorter = TopologicalSorter({node: sorted(deps) for node, deps in sorted(graph.items())})
+    try:
+        sorter.prepare()
+    except CycleError as exc:
+        cycle = list(reversed(exc.args[1][:-1]))  # graphlib lists dependencies first
+        start = cycle.index(min(cycle))
+        cycle = cycle[start:] + cycle[:start]
+        raise InvalidArgument(f"dependency cycle: {' -> '.join([*cycle, cycle[0]])}") from None
     order: list[str] = []
-    state: dict[str, str] = {}
-
-    def visit(node: str, path: list[str]) -> None:
-        if state.get(node) == "done":
-            return
-        if state.get(node) == "visiting":
-            cycle = [*path[path.index(node) :], node]
-            raise InvalidArgument(f"dependency cycle: {' -> '.join(cycle)}")
-        state[node] = "visiting"
-        for dep in graph[node]:
-            visit(dep, [*path, node])
-        state[node] = "done"
-        order.append(node)
-
-    for node in sorted(graph):
-        visit(node, [])
+    ready: set[str] = set()
+    while sorter.is_active():
+        ready.update(sorter.get_ready())
+        order.append(min(ready))
+        ready.remove(order[-1])
+        sorter.done(order[-1])
     return order
 
 

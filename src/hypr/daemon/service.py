@@ -12,12 +12,12 @@ from typing import NamedTuple
 
 from pyroute2 import AsyncIPRoute
 
-from hypr.compose.stack import StackManager
 from hypr.config import Settings
 from hypr.daemon.apikeys import ApiKeys
 from hypr.daemon.nicguard import NicGuard
 from hypr.daemon.ports import PortForwarder
 from hypr.daemon.requests import RunRequest
+from hypr.daemon.stacks import StackManager
 from hypr.daemon.views import NetworkStats, VmDetails, nic_details
 from hypr.daemon.vms import VmManager
 from hypr.guest.protocol import AgentClient, ExecResult
@@ -29,6 +29,7 @@ from hypr.network.manager import NetworkManager, NetworkRequest
 from hypr.state.apikeys import ApiKeyRepository
 from hypr.state.db import Database
 from hypr.state.networks import NetworkRecord
+from hypr.state.stacks import StackOpRepository
 from hypr.state.vms import Endpoint, VmRecord
 from hypr.vmm.qemu import QemuAdapter
 
@@ -80,7 +81,7 @@ class Daemon:
         self.dns = DnsService(settings.run_dir, self.db, self.networks, self.firewall)
         self.networks.observers.append(self.dns)
         self.vms.observers.append(self.dns)
-        self.stacks = StackManager(self.vms, self.networks)
+        self.stacks = StackManager(self.vms, self.networks, StackOpRepository(self.db))
         self.api_keys = ApiKeys(ApiKeyRepository(self.db))
 
     async def start(self) -> None:
@@ -89,6 +90,7 @@ class Daemon:
         await self.networks.reconcile(self.settings.default_subnet)
         await self.vms.reconcile()
         self.vms.resolve_accel_in_background()
+        self.stacks.resume()
 
     @property
     def accel(self) -> str:

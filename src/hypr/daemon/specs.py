@@ -9,8 +9,8 @@ from hypr.errors import InvalidArgument
 from hypr.images.store import Image
 from hypr.network.names import check_vm_name
 from hypr.state.vms import VmSpec
+from hypr.units import MIN_MEMORY_MIB
 
-MIN_MEMORY_MIB = 96  # the guest kernel stops silently below this (PLATFORM.md)
 MAX_MEMORY_MIB = 1024 * 1024
 MAX_VCPUS = 64
 

@@ -98,4 +98,15 @@ MIGRATIONS: list[str] = [
         last_used TEXT
     );
     """,
+    # 5: compose operations in progress, so that a daemon killed half-way through `up` or
+    # `down` finishes it at its next start; a row lives from the request to the last step.
+    """
+    CREATE TABLE stack_ops (
+        project TEXT PRIMARY KEY,
+        op TEXT NOT NULL CHECK (op IN ('up', 'down')),
+        args TEXT NOT NULL,  -- JSON: what the request asked, enough to run it again
+        step TEXT NOT NULL,  -- the last step reached, for the log
+        started TEXT NOT NULL
+    );
+    """,
 ]

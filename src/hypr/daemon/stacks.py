@@ -5,6 +5,11 @@ A stack has no table of its own: its networks and VMs carry Docker Compose's lab
 derived from them. `up` creates networks first, then boots services as soon as the
 conditions they depend on hold (independent services boot in parallel), and undoes what it
 created if a step fails; `down` removes VMs in reverse dependency order, then networks.
+
+Both record their intent in `stack_ops` before changing anything and clear it at the end:
+a daemon killed in between finds the row at its next start and runs the operation again,
+which finishes it (`up` keeps what already matches the file and makes the rest; `down`
+removes what is left).
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from hypr import faults
 from hypr.compose.project import (
     HASH_LABEL,
     PROJECT_LABEL,
@@ -23,12 +28,15 @@ from hypr.compose.project import (
     NetworkPlan,
     Project,
     ServicePlan,
+    load_project,
 )
+from hypr.daemon.health import HealthMonitor
 from hypr.daemon.requests import NetworkAttachment, RunRequest
 from hypr.daemon.vms import VmManager
 from hypr.errors import Conflict, HyprError, InvalidArgument
 from hypr.network.manager import NetworkManager, NetworkRequest, parse_subnet
 from hypr.state.networks import NetworkRecord
+from hypr.state.stacks import StackOp, StackOpRepository
 from hypr.state.vms import VmRecord
 
 log = logging.getLogger(__name__)
@@ -36,24 +44,21 @@ log = logging.getLogger(__name__)
 ORDER_LABEL = "com.hypr.compose.order"
 Emit = Callable[[dict[str, Any]], None]
 
-
-@dataclass
-class Health:
-    """A healthcheck's state, as `docker ps` shows it."""
-
-    status: str = "starting"  # starting | healthy | unhealthy
-    failures: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+UP_NETWORK = faults.register("compose.up.network", "up: a network created")
+UP_CREATED = faults.register("compose.up.created", "up: a service's VM created, not started")
+UP_STARTED = faults.register("compose.up.started", "up: a service's VM started")
+DOWN_REMOVED = faults.register("compose.down.removed", "down: a service's VM removed")
 
 
 class StackManager:
     """Deploys and removes compose projects."""
 
-    def __init__(self, vms: VmManager, networks: NetworkManager) -> None:
+    def __init__(self, vms: VmManager, networks: NetworkManager, ops: StackOpRepository) -> None:
         self.vms = vms
         self.networks = networks
-        self.health: dict[str, Health] = {}  # by VM id
-        self._monitors: dict[str, asyncio.Task[None]] = {}
+        self.ops = ops
+        self._resuming: set[asyncio.Task[None]] = set()
+        self.health = HealthMonitor(vms)
         self._locks: dict[str, asyncio.Lock] = {}
 
     # --- queries -------------------------------------------------------------------------
@@ -71,8 +76,7 @@ class StackManager:
         return sorted(name for name in names if name)
 
     def health_of(self, vm_id: str) -> str | None:
-        health = self.health.get(vm_id)
-        return health.status if health else None
+        return self.health.status(vm_id)
 
     # --- up ------------------------------------------------------------------------------
 
@@ -81,18 +85,56 @@ class StackManager:
             for warning in project.warnings:
                 emit({"warning": warning})
             self._precheck(project)
+            args = {"document": project.document, "remove_orphans": remove_orphans}
+            self.ops.begin(project.name, "up", args)
             created_networks: list[str] = []
             created_vms: list[str] = []
             try:
                 for plan in project.networks:
                     if await self._ensure_network(plan, emit):
                         created_networks.append(plan.name)
+                        self._reached(project.name, f"network {plan.name} created", UP_NETWORK)
                 await self._deploy_services(project, emit, created_vms)
                 await self._orphans(project, remove_orphans, emit)
             except BaseException as exc:
                 emit({"error": _message(exc), "rolling_back": created_vms + created_networks})
                 await self._rollback(created_vms, created_networks, emit)
                 raise
+            finally:
+                self.ops.finish(project.name)
+
+    def _reached(self, project: str, step: str, point: str) -> None:
+        """Note a step of an operation, where a crash test may kill the daemon."""
+        self.ops.reached(project, step)
+        faults.point(point)
+
+    def resume(self) -> None:
+        """Finish, in the background, the operations a killed daemon left half done; each
+        holds its stack's lock, so a request for the same stack waits for it."""
+        for op in self.ops.pending():
+            log.warning(
+                "finishing the interrupted %s of stack %s (it had reached: %s)",
+                op.op,
+                op.project,
+                op.step,
+            )
+            task = asyncio.create_task(self._resume(op))
+            self._resuming.add(task)
+            task.add_done_callback(self._resuming.discard)
+
+    async def _resume(self, op: StackOp) -> None:
+        def emit(event: dict[str, Any]) -> None:
+            log.info("stack %s: %s", op.project, event)
+
+        try:
+            if op.op == "up":
+                project = load_project(op.args["document"], op.project)
+                await self.up(project, op.args["remove_orphans"], emit)
+            else:
+                await self.down(op.project, op.args["services"], op.args["remove_orphans"], emit)
+        except Exception as exc:
+            log.error("could not finish the %s of stack %s: %s", op.op, op.project, _message(exc))
+            self.ops.finish(op.project)
 
     def _precheck(self, project: Project) -> None:
         """Refuse what would fail half-way, before anything is created."""
@@ -176,11 +218,11 @@ class StackManager:
             if current.spec.labels.get(HASH_LABEL) == wanted:
                 if current.state in ("running", "starting"):
                     emit({"vm": current.name, "status": "Running"})
-                    self._monitor(current, service)
+                    self.health.watch(current, service)
                     return current
                 vm = await self.vms.start(current.id)
                 emit({"vm": vm.name, "status": "Started"})
-                self._monitor(vm, service)
+                self.health.watch(vm, service)
                 return vm
             emit({"vm": current.name, "status": "Recreate"})
             await self.vms.remove(current.id, force=True)
@@ -188,14 +230,17 @@ class StackManager:
         emit({"vm": service.vm_name, "status": "Creating"})
         record = self.vms.create(request)
         created.append(record.id)
+        project = service.labels[PROJECT_LABEL]
+        self._reached(project, f"service {service.name} created", UP_CREATED)
         vm = await self.vms.start(record.id)
         emit({"vm": vm.name, "status": "Started"})
-        self._monitor(vm, service)
+        self._reached(project, f"service {service.name} started", UP_STARTED)
+        self.health.watch(vm, service)
         return vm
 
     async def _wait_condition(self, service: str, vm: VmRecord, condition: str, emit: Emit) -> None:
         if condition == "service_healthy":
-            health = self.health.get(vm.id)
+            health = self.health.of(vm.id)
             if health is None:
                 raise InvalidArgument(
                     f"service {service} has no healthcheck, so it cannot become healthy"
@@ -211,49 +256,6 @@ class StackManager:
             if code != 0:
                 raise HyprError(f"service {service} didn't complete successfully: exit {code}")
             emit({"vm": vm.name, "status": "Exited"})
-
-    def _monitor(self, vm: VmRecord, service: ServicePlan) -> None:
-        if service.healthcheck is None or vm.id in self._monitors:
-            return
-        self.health[vm.id] = Health()
-        self._monitors[vm.id] = asyncio.create_task(self._healthcheck(vm.id, service))
-
-    async def _healthcheck(self, vm_id: str, service: ServicePlan) -> None:
-        """Run the healthcheck through exec in the guest, as Docker does in the container."""
-        check = service.healthcheck or {}
-        health = self.health[vm_id]
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        test = check["test"]
-        argv = ["/bin/sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
-        try:
-            while vm_id in self.vms.running:
-                in_start_period = loop.time() - started < check["start_period"]
-                try:
-                    result = await asyncio.wait_for(
-                        self.vms.exec(vm_id, argv, [], None, b""), check["timeout"]
-                    )
-                    ok = result.exit_code == 0
-                except (HyprError, TimeoutError, ConnectionError):
-                    ok = False
-                status = health.status
-                if ok:
-                    health.failures, status = 0, "healthy"
-                elif not in_start_period:
-                    health.failures += 1
-                    if health.failures >= check["retries"]:
-                        status = "unhealthy"
-                if status != health.status:
-                    health.status = status
-                    health.changed.set()
-                await asyncio.sleep(
-                    check["start_interval"] if in_start_period and not ok else check["interval"]
-                )
-        finally:
-            self._monitors.pop(vm_id, None)
-            if health.status == "starting":
-                health.status = "unhealthy"
-                health.changed.set()
 
     async def _orphans(self, project: Project, remove: bool, emit: Emit) -> None:
         names = {s.name for s in project.services}
@@ -289,37 +291,46 @@ class StackManager:
         """Remove the stack's VMs (those of `services`, all with `remove_orphans` or when
         the file is unknown), then its networks that no remaining VM uses."""
         async with self._locks.setdefault(project, asyncio.Lock()):
-            vms = self.stack_vms(project)
-            nets = self.stack_networks(project)
-            if not vms and not nets:
-                emit({"warning": f"stack {project} has nothing to remove"})
-            kept = []
-            for vm in reversed(vms):
-                service = vm.spec.labels.get(SERVICE_LABEL)
-                if services is None or remove_orphans or service in services:
-                    await self._remove_vm(vm, emit)
-                else:
-                    kept.append(vm)
-                    emit(
-                        {
-                            "warning": f"found orphan VM {vm.name} (service {service}); "
-                            "use --remove-orphans to remove it"
-                        }
-                    )
-            used = {nic.network_id for vm in kept for nic in vm.nics}
-            for net in nets:
-                if net.id not in used:
-                    await self.networks.remove(net.id)
-                    emit({"network": net.name, "status": "Removed"})
+            self.ops.begin(
+                project, "down", {"services": services, "remove_orphans": remove_orphans}
+            )
+            try:
+                await self._down(project, services, remove_orphans, emit)
+            finally:
+                self.ops.finish(project)
+
+    async def _down(
+        self, project: str, services: list[str] | None, remove_orphans: bool, emit: Emit
+    ) -> None:
+        vms = self.stack_vms(project)
+        nets = self.stack_networks(project)
+        if not vms and not nets:
+            emit({"warning": f"stack {project} has nothing to remove"})
+        kept = []
+        for vm in reversed(vms):
+            service = vm.spec.labels.get(SERVICE_LABEL)
+            if services is None or remove_orphans or service in services:
+                await self._remove_vm(vm, emit)
+                self._reached(project, f"service {service} removed", DOWN_REMOVED)
+            else:
+                kept.append(vm)
+                emit(
+                    {
+                        "warning": f"found orphan VM {vm.name} (service {service}); "
+                        "use --remove-orphans to remove it"
+                    }
+                )
+        used = {nic.network_id for vm in kept for nic in vm.nics}
+        for net in nets:
+            if net.id not in used:
+                await self.networks.remove(net.id)
+                emit({"network": net.name, "status": "Removed"})
 
     async def _remove_vm(self, vm: VmRecord, emit: Emit) -> None:
         if vm.state in ("starting", "running", "stopping"):
             await self.vms.stop(vm.id, timeout=10)
             emit({"vm": vm.name, "status": "Stopped"})
-        monitor = self._monitors.pop(vm.id, None)
-        if monitor is not None:
-            monitor.cancel()
-        self.health.pop(vm.id, None)
+        self.health.forget(vm.id)
         await self.vms.remove(vm.id, force=True)
         emit({"vm": vm.name, "status": "Removed"})
 

@@ -1,4 +1,5 @@
-"""hyprd: start-up, serving, and graceful shutdown on SIGTERM."""
+"""hyprd, the entry point that puts the API on the daemon: start-up, serving, and graceful
+shutdown on SIGTERM."""
 
 from __future__ import annotations
 

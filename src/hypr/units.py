@@ -1,0 +1,45 @@
+"""Sizes as Docker writes them, read the same way by the CLI and by compose.
+
+A bare number is bytes (`docker run -m 268435456`, compose's `mem_limit: 268435456`);
+`k`, `m`, `g`, `t` (optionally followed by `b` or `ib`) are powers of 1024, as in
+Docker's `RAMInBytes`. Pure code: no imports from the rest of hypr but its errors.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hypr.errors import InvalidArgument
+
+# The guest kernel stops silently below this much memory (PLATFORM.md).
+MIN_MEMORY_MIB = 96
+MIB = 2**20
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_FACTORS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_size(text: str | int | float) -> int:
+    """`256m`, `1g`, `1.5GiB`, `268435456` (bytes) to a number of bytes."""
+    match = _SIZE.fullmatch(str(text).strip())
+    if match is None:
+        raise InvalidArgument(f"invalid size {str(text)!r} (e.g. 256m, 1g)")
+    number, unit = match.groups()
+    return int(float(number) * _FACTORS[unit.lower()])
+
+
+def memory_mib(text: str | int | float) -> int:
+    """A guest's memory size in whole MiB; too little to boot is refused, naming what a
+    bare number means so that `512` (bytes) is not mistaken for 512 MiB."""
+    size = parse_size(text)
+    if size >= MIN_MEMORY_MIB * MIB:
+        return size // MIB
+    raw = str(text).strip()
+    if raw.isdigit():
+        raise InvalidArgument(
+            f"memory {raw} is {raw} bytes, below the {MIN_MEMORY_MIB} MiB the guest kernel "
+            f"needs to boot; did you mean {raw}m?"
+        )
+    raise InvalidArgument(
+        f"memory {raw} is below the {MIN_MEMORY_MIB} MiB the guest kernel needs to boot"
+    )
