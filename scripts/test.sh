@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 echo "== ruff"; .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
 echo "== mypy"; .venv/bin/mypy
-echo "== pytest"; exec .venv/bin/pytest -p no:cacheprovider "$@"
+echo "== layers"; .venv/bin/python scripts/check_layers.py
+echo "== pytest"; exec .venv/bin/pytest -p no:cacheprovider --strict-markers "$@"
