@@ -170,8 +170,8 @@ def test_connect_retries_until_socket_exists(tmp_path: Path) -> None:
             await agent.start()
 
         starter = asyncio.create_task(late_start())
-        client = await AgentClient.connect(agent.path, timeout=5)
-        state = await client.wait_ready(5)
+        client = await asyncio.wait_for(AgentClient.connect(agent.path), 5)
+        state = await asyncio.wait_for(client.wait_ready(), 5)
         assert state.ready and state.workload == "running" and state.pid == 9
         hello = agent.received[0]
         assert (hello.type, hello.session, len(hello.payload)) == (FrameType.HELLO, 0, 16)
@@ -185,7 +185,7 @@ def test_connect_retries_until_socket_exists(tmp_path: Path) -> None:
 def test_connect_times_out(tmp_path: Path) -> None:
     async def main() -> None:
         with pytest.raises(TimeoutError):
-            await AgentClient.connect(tmp_path / "none.sock", timeout=0.2)
+            await asyncio.wait_for(AgentClient.connect(tmp_path / "none.sock"), 0.2)
 
     run(main())
 
@@ -274,7 +274,7 @@ def test_final_workload_exit_hangs_up(tmp_path: Path) -> None:
         agent = FakeAgent(tmp_path / "a.sock", exiting)
         await agent.start()
         client = await AgentClient.connect(agent.path, on_workload_exit=events.append)
-        await client.wait_ready(5)
+        await asyncio.wait_for(client.wait_ready(), 5)
         final = await client.shutdown(2.5)
         assert final == WorkloadExit(143, False, 1)
         assert events == [WorkloadExit(1, True, 0), final]
@@ -293,7 +293,7 @@ def test_exited_state_counts_as_final(tmp_path: Path) -> None:
         agent = FakeAgent(tmp_path / "a.sock", exited)
         await agent.start()
         client = await AgentClient.connect(agent.path)
-        assert await client.wait_final_exit(5) == WorkloadExit(5, False, 2)
+        assert await asyncio.wait_for(client.wait_final_exit(), 5) == WorkloadExit(5, False, 2)
         await agent.stop()
 
     run(main())
@@ -318,7 +318,7 @@ def test_frames_before_the_hello_answer_are_ignored(tmp_path: Path) -> None:
         agent = FakeAgent(tmp_path / "a.sock", stale_first)
         await agent.start()
         client = await AgentClient.connect(agent.path, on_workload_exit=events.append)
-        assert (await client.wait_ready(5)).workload == "running"
+        assert (await asyncio.wait_for(client.wait_ready(), 5)).workload == "running"
         result = await client.exec(["x"])
         assert result.stdout == b"x" and client.connected and events == []
         await client.close()
