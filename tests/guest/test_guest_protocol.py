@@ -256,6 +256,34 @@ def test_disconnect_fails_pending_sessions(tmp_path: Path) -> None:
     run(main())
 
 
+def test_exec_cancelled_by_the_callers_deadline_kills_the_process(tmp_path: Path) -> None:
+    signals: list[tuple[int, bytes]] = []
+    signalled = asyncio.Event()
+
+    async def hanging(frame: Frame, writer: asyncio.StreamWriter) -> None:
+        if frame.type == FrameType.HELLO:
+            writer.write(state_frame(frame))
+            await writer.drain()
+        elif frame.type == FrameType.SIGNAL:  # an EXEC gets no answer: the process hangs
+            signals.append((frame.session, frame.payload))
+            signalled.set()
+
+    async def main() -> None:
+        agent = FakeAgent(tmp_path / "a.sock", hanging)
+        await agent.start()
+        client = await AgentClient.connect(agent.path)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await client.exec(["sleep", "100"])
+        await signalled.wait()
+        started = next(f for f in agent.received if f.type == FrameType.EXEC)
+        assert signals == [(started.session, bytes([9]))]
+        await client.close()
+        await agent.stop()
+
+    run(main())
+
+
 def test_final_workload_exit_hangs_up(tmp_path: Path) -> None:
     events: list[WorkloadExit] = []
 
