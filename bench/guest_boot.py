@@ -48,8 +48,10 @@ async def time_ready(assets: Path, memory: int, workdir: Path, n: int) -> dict[s
     started = time.monotonic()
     handle = await adapter.create(config)
     spawned = time.monotonic()
-    client = await AgentClient.connect(handle.agent_socket, timeout=30)
-    await client.wait_ready(120)
+    async with asyncio.timeout(30):
+        client = await AgentClient.connect(handle.agent_socket)
+    async with asyncio.timeout(120):
+        await client.wait_ready()
     ready = time.monotonic()
     result = await client.exec(["true"])
     first_exec = time.monotonic()

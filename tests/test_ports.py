@@ -475,7 +475,7 @@ def test_removal_releases_the_ssh_port(lab: Lab) -> None:
     freed = lab.view("peer")["ssh_port"]
     lab.hyprd.ok("rm", "-f", "peer")
     assert freed not in map_elements(lab.hyprd)["ssh_ports"]
-    assert lab.hyprd.db_rows(f"SELECT vm_id FROM port_forwards WHERE host_port = {freed}") == []
+    assert lab.hyprd.db_rows("SELECT vm_id FROM port_forwards WHERE host_port = ?", (freed,)) == []
     with lab.hyprd.api() as api:
         created = api.post("/vms", json={"image": "busybox", "ssh": True, "start": False})
     assert created.status_code == 201, created.text

@@ -9,6 +9,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,15 @@ def _claim_pid_file(path: Path) -> None:
 
 class _Server(uvicorn.Server):
     """hyprd runs several listeners; it handles SIGTERM itself and stops them all."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()  # uvicorn only has a flag (`started`) to poll
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.listening.set()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -115,8 +125,10 @@ async def serve(settings: Settings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_all)
         tasks = [asyncio.create_task(server.serve()) for server in servers]
-        while not all(s.started for s in servers) and not any(t.done() for t in tasks):
-            await asyncio.sleep(0.01)
+        listening = asyncio.gather(*(s.listening.wait() for s in servers))
+        waits: list[asyncio.Future[Any]] = [listening, *tasks]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        listening.cancel()  # a listener failed to start: stop waiting for the others
         if all(s.started for s in servers):
             os.chmod(settings.socket_path, 0o660)
             log.info(

@@ -166,9 +166,9 @@ class Hyprd:
         out = in_ns(self.netns, "nft", "-j", "list", "ruleset").stdout
         return list(json.loads(out)["nftables"])
 
-    def db_rows(self, query: str) -> list[tuple[Any, ...]]:
+    def db_rows(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with sqlite3.connect(self.data_dir / "hypr.db") as conn:
-            return conn.execute(query).fetchall()
+            return conn.execute(query, params).fetchall()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 60, every: float = 0.1) -> None:

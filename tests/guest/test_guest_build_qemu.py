@@ -150,9 +150,11 @@ def test_kvm_command_uses_host_cpu(tmp_path: Path) -> None:
 
 
 def test_wait_and_is_alive_for_foreign_and_dead_processes(tmp_path: Path) -> None:
+    # Spawned outside the event loop: a foreign process that asyncio's child watcher never sees.
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+
     async def main() -> None:
         adapter = QemuAdapter()
-        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
         handle = VmHandle("notavm", proc.pid, tmp_path, tmp_path / "agent.sock")
         assert not adapter.is_alive(handle)  # a live pid, but not this VM's QEMU
         await asyncio.wait_for(adapter.wait(handle), 5)  # pidfd: no child relation needed
@@ -186,7 +188,7 @@ def test_hung_probe_is_killed(tmp_path: Path) -> None:
             "kvm",
             BootProbe(tmp_path / "k", tmp_path / "i", PROBE_ARGS, PROBE_MARKER),
             binary=str(fake_qemu),
-            timeout=0.5,
+            budget=0.5,
         )
     )
     assert took is None and "no power-off" in why

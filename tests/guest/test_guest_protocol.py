@@ -170,8 +170,8 @@ def test_connect_retries_until_socket_exists(tmp_path: Path) -> None:
             await agent.start()
 
         starter = asyncio.create_task(late_start())
-        client = await AgentClient.connect(agent.path, timeout=5)
-        state = await client.wait_ready(5)
+        client = await asyncio.wait_for(AgentClient.connect(agent.path), 5)
+        state = await asyncio.wait_for(client.wait_ready(), 5)
         assert state.ready and state.workload == "running" and state.pid == 9
         hello = agent.received[0]
         assert (hello.type, hello.session, len(hello.payload)) == (FrameType.HELLO, 0, 16)
@@ -185,7 +185,7 @@ def test_connect_retries_until_socket_exists(tmp_path: Path) -> None:
 def test_connect_times_out(tmp_path: Path) -> None:
     async def main() -> None:
         with pytest.raises(TimeoutError):
-            await AgentClient.connect(tmp_path / "none.sock", timeout=0.2)
+            await asyncio.wait_for(AgentClient.connect(tmp_path / "none.sock"), 0.2)
 
     run(main())
 
@@ -256,6 +256,34 @@ def test_disconnect_fails_pending_sessions(tmp_path: Path) -> None:
     run(main())
 
 
+def test_exec_cancelled_by_the_callers_deadline_kills_the_process(tmp_path: Path) -> None:
+    signals: list[tuple[int, bytes]] = []
+    signalled = asyncio.Event()
+
+    async def hanging(frame: Frame, writer: asyncio.StreamWriter) -> None:
+        if frame.type == FrameType.HELLO:
+            writer.write(state_frame(frame))
+            await writer.drain()
+        elif frame.type == FrameType.SIGNAL:  # an EXEC gets no answer: the process hangs
+            signals.append((frame.session, frame.payload))
+            signalled.set()
+
+    async def main() -> None:
+        agent = FakeAgent(tmp_path / "a.sock", hanging)
+        await agent.start()
+        client = await AgentClient.connect(agent.path)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await client.exec(["sleep", "100"])
+        await signalled.wait()
+        started = next(f for f in agent.received if f.type == FrameType.EXEC)
+        assert signals == [(started.session, bytes([9]))]
+        await client.close()
+        await agent.stop()
+
+    run(main())
+
+
 def test_final_workload_exit_hangs_up(tmp_path: Path) -> None:
     events: list[WorkloadExit] = []
 
@@ -274,7 +302,7 @@ def test_final_workload_exit_hangs_up(tmp_path: Path) -> None:
         agent = FakeAgent(tmp_path / "a.sock", exiting)
         await agent.start()
         client = await AgentClient.connect(agent.path, on_workload_exit=events.append)
-        await client.wait_ready(5)
+        await asyncio.wait_for(client.wait_ready(), 5)
         final = await client.shutdown(2.5)
         assert final == WorkloadExit(143, False, 1)
         assert events == [WorkloadExit(1, True, 0), final]
@@ -293,7 +321,7 @@ def test_exited_state_counts_as_final(tmp_path: Path) -> None:
         agent = FakeAgent(tmp_path / "a.sock", exited)
         await agent.start()
         client = await AgentClient.connect(agent.path)
-        assert await client.wait_final_exit(5) == WorkloadExit(5, False, 2)
+        assert await asyncio.wait_for(client.wait_final_exit(), 5) == WorkloadExit(5, False, 2)
         await agent.stop()
 
     run(main())
@@ -318,7 +346,7 @@ def test_frames_before_the_hello_answer_are_ignored(tmp_path: Path) -> None:
         agent = FakeAgent(tmp_path / "a.sock", stale_first)
         await agent.start()
         client = await AgentClient.connect(agent.path, on_workload_exit=events.append)
-        assert (await client.wait_ready(5)).workload == "running"
+        assert (await asyncio.wait_for(client.wait_ready(), 5)).workload == "running"
         result = await client.exec(["x"])
         assert result.stdout == b"x" and client.connected and events == []
         await client.close()

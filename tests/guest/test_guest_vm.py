@@ -19,7 +19,13 @@ import pytest
 from guestvm import GuestVm, Netns, VmFactory
 
 from hypr.guest.assets import preferred_kernel
-from hypr.guest.protocol import AgentClient, AgentDisconnected, ExecResult, WorkloadExit
+from hypr.guest.protocol import (
+    AgentClient,
+    AgentDisconnected,
+    AgentState,
+    ExecResult,
+    WorkloadExit,
+)
 from hypr.guest.spec import PROBE_ARGS, PROBE_MARKER, WorkloadSpec
 from hypr.vmm.qemu import BootProbe, probe_boot, resolve_accel
 from hypr_build.kernel import SIGNATURE_MAGIC
@@ -31,8 +37,8 @@ BOOT_TIMEOUT = 90.0
 
 
 async def connect(vm: GuestVm, **kw: Callable[[WorkloadExit], None]) -> AgentClient:
-    client = await AgentClient.connect(vm.handle.agent_socket, timeout=30, **kw)
-    await client.wait_ready(BOOT_TIMEOUT)
+    client = await asyncio.wait_for(AgentClient.connect(vm.handle.agent_socket, **kw), 30)
+    await asyncio.wait_for(client.wait_ready(), BOOT_TIMEOUT)
     return client
 
 
@@ -56,10 +62,9 @@ def sh(vm: GuestVm, script: str) -> ExecResult:
     return with_agent(vm, body)
 
 
-async def wait_for_state(client: AgentClient, check: Callable[[AgentClient], bool]) -> None:
+async def wait_for_state(client: AgentClient, check: Callable[[AgentState], bool]) -> None:
     async with asyncio.timeout(60):
-        while not check(client):
-            await asyncio.sleep(0.05)
+        await client.wait_state(check)
 
 
 def assert_tail_of(events: list[WorkloadExit], expected: list[WorkloadExit]) -> None:
@@ -292,7 +297,7 @@ def test_restart_on_failure_until_max_restarts(vms: VmFactory) -> None:
         vm = await vms.boot(vms.config("onfail", spec))
         events: list[WorkloadExit] = []
         client = await connect(vm, on_workload_exit=events.append)
-        final = await client.wait_final_exit(BOOT_TIMEOUT)
+        final = await asyncio.wait_for(client.wait_final_exit(), BOOT_TIMEOUT)
         assert final == WorkloadExit(3, False, 2)
         assert_tail_of(events, [WorkloadExit(3, True, 0), WorkloadExit(3, True, 1), final])
         await asyncio.wait_for(vm.adapter.wait(vm.handle), 20)  # powered off by itself
@@ -319,11 +324,12 @@ def test_restart_always_and_shutdown_kills_after_grace(vms: VmFactory) -> None:
         events: list[WorkloadExit] = []
         client = await connect(vm, on_workload_exit=events.append)
         await wait_for_state(
-            client, lambda c: c.state.restarts == 2 and c.state.workload == "running"
+            client, lambda state: state.restarts == 2 and state.workload == "running"
         )
         assert_tail_of(events, [WorkloadExit(0, True, 0), WorkloadExit(7, True, 1)])
-        while (await client.exec(["test", "-e", "/tmp/armed"])).exit_code != 0:
-            await asyncio.sleep(0.05)  # STATE comes at fork, before the trap is set
+        # STATE comes at fork, before the trap is set: wait in the guest for the script's mark
+        armed = ["sh", "-c", "until [ -e /tmp/armed ]; do sleep 0.05; done"]
+        await asyncio.wait_for(client.exec(armed), 60)
         started = time.monotonic()
         final = await client.shutdown(1)  # SIGTERM is ignored: SIGKILL after 1 s
         assert final == WorkloadExit(128 + 9, False, 2)
@@ -339,7 +345,7 @@ def test_restart_no_reports_exit_code_and_powers_off(vms: VmFactory) -> None:
     async def main() -> None:
         vm = await vms.boot(vms.config("once", spec))
         client = await connect(vm)
-        final = await client.wait_final_exit(BOOT_TIMEOUT)
+        final = await asyncio.wait_for(client.wait_final_exit(), BOOT_TIMEOUT)
         assert final == WorkloadExit(42, False, 0)
         exited_at = time.monotonic()
         await asyncio.wait_for(vm.adapter.wait(vm.handle), 20)
@@ -402,7 +408,7 @@ def test_dhcp_and_nic_matching_by_mac(vms: VmFactory, dnsmasq: str) -> None:
 
 def test_probe_boot_and_accel_resolution(assets: Path) -> None:
     probe = BootProbe(preferred_kernel(assets), assets / "initramfs.cpio", PROBE_ARGS, PROBE_MARKER)
-    took, why = asyncio.run(probe_boot("tcg", probe, timeout=60))
+    took, why = asyncio.run(probe_boot("tcg", probe, budget=60))
     assert took is not None, why
     accel = asyncio.run(resolve_accel("auto", probe))
     if Path("/sys/module/kvm_pvm").exists():

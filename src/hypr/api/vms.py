@@ -7,7 +7,7 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
@@ -26,7 +26,7 @@ from hypr.daemon.requests import RunRequest
 from hypr.daemon.service import MAX_STOP_TIMEOUT, Daemon
 from hypr.daemon.views import VmDetails
 from hypr.errors import HyprError, NotFound
-from hypr.guest.protocol import AgentDisconnected
+from hypr.guest.protocol import AgentDisconnected, ExecSession
 
 router = APIRouter(tags=["vms"])
 LOG_POLL_SECONDS = 0.05
@@ -118,9 +118,10 @@ async def start_vm(ref: str, request: Request) -> VmView:
 async def stop_vm(
     ref: str,
     request: Request,
-    timeout: Annotated[float, Query(ge=0, le=MAX_STOP_TIMEOUT)] = 10,
+    grace: Annotated[float, Query(alias="timeout", ge=0, le=MAX_STOP_TIMEOUT)] = 10,
 ) -> VmView:
-    return vm_view(await daemon_of(request).stop_vm(ref, timeout))
+    """`?timeout=` (Docker's name) is a grace period, seconds before SIGKILL: no deadline."""
+    return vm_view(await daemon_of(request).stop_vm(ref, grace))
 
 
 @router.post("/vms/{ref}/wait")
@@ -190,35 +191,11 @@ async def exec_stream(ref: str, websocket: WebSocket) -> None:
     {"signal": N}; the server sends binary frames whose first byte is 1 (stdout) or 2
     (stderr), then one text frame {"exit_code": N} or {"message": ...}, and closes."""
     await websocket.accept()
-    daemon: Daemon = websocket.app.state.daemon
-    try:
-        start = ExecRequest.model_validate(await websocket.receive_json())
-        session = await daemon.vm_agent(ref).open_exec(
-            start.command, start.env, start.workdir, interactive=start.interactive
-        )
-    except (HyprError, ValueError, AgentDisconnected) as exc:
-        message = exc.message if isinstance(exc, HyprError) else str(exc)
-        await websocket.send_json({"message": message})
+    session = await _open_exec(ref, websocket)
+    if session is None:
         await websocket.close()
         return
-
-    async def pump_input() -> None:
-        with contextlib.suppress(WebSocketDisconnect, AgentDisconnected, ValueError):
-            while True:
-                message = await websocket.receive()
-                if message.get("bytes") is not None:
-                    await session.write_stdin(message["bytes"])
-                elif message.get("text") is not None:
-                    control = json.loads(message["text"])
-                    if control.get("stdin_eof"):
-                        await session.close_stdin()
-                    if "signal" in control:
-                        await session.signal(int(control["signal"]))
-                elif message["type"] == "websocket.disconnect":
-                    await session.signal(9)
-                    return
-
-    inputs = asyncio.create_task(pump_input())
+    inputs = asyncio.create_task(_pump_exec_input(websocket, session))
     try:
         async for stream, data in session:
             await websocket.send_bytes((b"\x01" if stream == "stdout" else b"\x02") + data)
@@ -230,6 +207,41 @@ async def exec_stream(ref: str, websocket: WebSocket) -> None:
     finally:
         inputs.cancel()
     await websocket.close()
+
+
+async def _open_exec(ref: str, websocket: WebSocket) -> ExecSession | None:
+    """Read the start frame and open the session; on failure tell the client why."""
+    daemon: Daemon = websocket.app.state.daemon
+    try:
+        start = ExecRequest.model_validate(await websocket.receive_json())
+        return await daemon.vm_agent(ref).open_exec(
+            start.command, start.env, start.workdir, interactive=start.interactive
+        )
+    except (HyprError, ValueError, AgentDisconnected) as exc:
+        message = exc.message if isinstance(exc, HyprError) else str(exc)
+        await websocket.send_json({"message": message})
+        return None
+
+
+async def _pump_exec_input(websocket: WebSocket, session: ExecSession) -> None:
+    """Forward the client's stdin and controls; a client that goes away SIGKILLs the process."""
+    with contextlib.suppress(WebSocketDisconnect, AgentDisconnected, ValueError):
+        while True:
+            message = await websocket.receive()
+            if message.get("bytes") is not None:
+                await session.write_stdin(message["bytes"])
+            elif message.get("text") is not None:
+                await _exec_control(session, json.loads(message["text"]))
+            elif message["type"] == "websocket.disconnect":
+                await session.signal(9)
+                return
+
+
+async def _exec_control(session: ExecSession, control: dict[str, Any]) -> None:
+    if control.get("stdin_eof"):
+        await session.close_stdin()
+    if "signal" in control:
+        await session.signal(int(control["signal"]))
 
 
 @router.get("/images")

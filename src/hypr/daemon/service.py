@@ -124,9 +124,9 @@ class Daemon:
     async def start_vm(self, ref: str) -> VmDetails:
         return self.vm_details(await self.vms.start(ref))
 
-    async def stop_vm(self, ref: str, timeout: float) -> VmDetails:
-        """`timeout` was validated by the caller: 0 <= timeout <= MAX_STOP_TIMEOUT."""
-        return self.vm_details(await self.vms.stop(ref, timeout))
+    async def stop_vm(self, ref: str, grace: float) -> VmDetails:
+        """`grace` was validated by the caller: 0 <= grace <= MAX_STOP_TIMEOUT."""
+        return self.vm_details(await self.vms.stop(ref, grace))
 
     async def remove_vm(self, ref: str, force: bool) -> None:
         await self.vms.remove(ref, force=force)

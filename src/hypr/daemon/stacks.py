@@ -328,7 +328,7 @@ class StackManager:
 
     async def _remove_vm(self, vm: VmRecord, emit: Emit) -> None:
         if vm.state in ("starting", "running", "stopping"):
-            await self.vms.stop(vm.id, timeout=10)
+            await self.vms.stop(vm.id, grace=10)
             emit({"vm": vm.name, "status": "Stopped"})
         self.health.forget(vm.id)
         await self.vms.remove(vm.id, force=True)

@@ -71,16 +71,20 @@ class Supervisor:
             self.rows.update(vm_id, restarts=event.restarts)
 
         try:
-            agent = await AgentClient.connect(
-                running.handle.agent_socket,
-                AGENT_CONNECT_TIMEOUT,
-                on_workload_exit=on_workload_exit,
-            )
+            async with asyncio.timeout(AGENT_CONNECT_TIMEOUT):
+                agent = await AgentClient.connect(
+                    running.handle.agent_socket, on_workload_exit=on_workload_exit
+                )
             running.agent = agent
-            state = await agent.wait_ready(BOOT_TIMEOUT)
+            async with asyncio.timeout(BOOT_TIMEOUT):
+                state = await agent.wait_ready()
         except (TimeoutError, ConnectionError, OSError) as exc:
             if adopt:
-                log.warning("cannot reach the agent of adopted VM %s: %s", vm_id[:12], exc)
+                log.warning(
+                    "cannot reach the agent of adopted VM %s: %s",
+                    vm_id[:12],
+                    str(exc) or "timed out",
+                )
                 return
             raise
         running.ready = True

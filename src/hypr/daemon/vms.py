@@ -169,10 +169,10 @@ class VmManager:
             await self._boot(vm)
         return self.get(vm.id)
 
-    async def stop(self, ref: str, timeout: float = 10.0) -> VmRecord:
+    async def stop(self, ref: str, grace: float = 10.0) -> VmRecord:
         vm = self.get(ref)
         async with self._lock(vm.id):
-            await self._stop(vm.id, timeout)
+            await self._stop(vm.id, grace)
         return self.get(vm.id)
 
     async def remove(self, ref: str, force: bool = False) -> VmRecord:
@@ -182,7 +182,7 @@ class VmManager:
             if vm.state in ACTIVE_STATES:
                 if not force:
                     raise Conflict(f"VM {vm.name} is running: stop it first, or use rm --force")
-                await self._stop(vm.id, timeout=0)
+                await self._stop(vm.id, grace=0)
             faults.point(RM_STOPPED)
             with self.db.transaction():
                 self.ipam.release_owner(vm.id)
@@ -388,16 +388,16 @@ class VmManager:
         else:
             self.rows.update(vm_id, restarts=vm.restarts + 1)
 
-    async def _stop(self, vm_id: str, timeout: float) -> None:
+    async def _stop(self, vm_id: str, grace: float) -> None:
         running = self.running.get(vm_id)
         if running is None:
             return
         running.stopping = True
         self.rows.update(vm_id, state="stopping")
         agent = running.agent
-        if agent is not None and agent.connected and timeout > 0:
+        if agent is not None and agent.connected and grace > 0:
             with contextlib.suppress(AgentDisconnected, TimeoutError, ConnectionError):
-                async with asyncio.timeout(timeout + 5):
-                    running.final_exit = await agent.shutdown(timeout)
-        await self.adapter.stop(running.handle, timeout=min(timeout, 3.0) if timeout else 0)
+                async with asyncio.timeout(grace + 5):
+                    running.final_exit = await agent.shutdown(grace)
+        await self.adapter.stop(running.handle, grace=min(grace, 3.0) if grace else 0)
         await running.exited.wait()

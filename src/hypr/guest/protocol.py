@@ -28,7 +28,6 @@ import enum
 import math
 import secrets
 import struct
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,18 +286,15 @@ class AgentClient:
     async def connect(
         cls,
         socket_path: Path | str,
-        timeout: float = 10.0,
         on_workload_exit: Callable[[WorkloadExit], None] | None = None,
     ) -> AgentClient:
-        """Connect (retrying until the socket accepts or `timeout` passes) and send HELLO."""
-        deadline = time.monotonic() + timeout
+        """Connect (retrying until the socket accepts) and send HELLO. Retries forever: bound
+        it with `asyncio.timeout()` at the call site."""
         while True:
             try:
                 reader, writer = await asyncio.open_unix_connection(str(socket_path))
                 break
-            except (FileNotFoundError, ConnectionRefusedError) as exc:
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"agent socket {socket_path} did not accept") from exc
+            except (FileNotFoundError, ConnectionRefusedError):
                 await asyncio.sleep(0.05)
         client = cls(reader, writer, on_workload_exit)
         await client._send(FrameType.HELLO, 0, client._nonce.encode())
@@ -308,20 +304,24 @@ class AgentClient:
     def connected(self) -> bool:
         return self._closed is None
 
-    async def wait_ready(self, timeout: float | None = None) -> AgentState:
+    async def wait_ready(self) -> AgentState:
         """Wait until the agent answered HELLO with ready=1 (mounts and network done,
         workload started)."""
-        async with asyncio.timeout(timeout):
-            while not (self._answered and self.state.ready):
-                self._check_open()
-                self._state_changed.clear()
-                await self._state_changed.wait()
+        return await self.wait_state(lambda state: state.ready)
+
+    async def wait_state(self, check: Callable[[AgentState], bool]) -> AgentState:
+        """Wait until the agent's state (as of its answer to our HELLO or later) passes
+        `check`; woken by each STATE frame instead of polling."""
+        while not (self._answered and check(self.state)):
+            self._check_open()
+            self._state_changed.clear()
+            await self._state_changed.wait()
         return self.state
 
-    async def wait_final_exit(self, timeout: float | None = None) -> WorkloadExit:
-        """Wait for the workload's final exit (the one after which the VM powers off)."""
-        async with asyncio.timeout(timeout):
-            return await asyncio.shield(self._final)
+    async def wait_final_exit(self) -> WorkloadExit:
+        """Wait for the workload's final exit (the one after which the VM powers off);
+        shielded, so a caller's `asyncio.timeout()` does not cancel the shared future."""
+        return await asyncio.shield(self._final)
 
     async def open_exec(
         self,
@@ -350,40 +350,35 @@ class AgentClient:
         env: Sequence[str] = (),
         workdir: str | None = None,
         stdin: bytes = b"",
-        timeout: float | None = None,
     ) -> ExecResult:
-        """Run a process to completion and collect its output (SIGKILLed on timeout)."""
+        """Run a process to completion and collect its output. If the caller cancels (e.g.
+        its `asyncio.timeout()` expires) the guest process is SIGKILLed, not left running."""
         out: dict[Stream, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
         session: ExecSession | None = None
-
-        async def run() -> int:
-            nonlocal session
+        try:
             session = await self.open_exec(argv, env, workdir, interactive=bool(stdin))
             if stdin:
                 await session.write_stdin(stdin)
                 await session.close_stdin()
             async for stream, data in session:
                 out[stream] += data
-            return await session.wait()
-
-        try:
-            async with asyncio.timeout(timeout):
-                code = await run()
-        except TimeoutError:
+            code = await session.wait()
+        except asyncio.CancelledError:
             if session is not None:
                 with contextlib.suppress(ConnectionError):
                     await session.signal(9)
             raise
         return ExecResult(code, bytes(out["stdout"]), bytes(out["stderr"]))
 
-    async def shutdown(self, timeout_s: float) -> WorkloadExit:
-        """Ask the agent to stop the workload (SIGTERM, SIGKILL after `timeout_s`) and power
-        off; returns the final workload exit."""
+    async def shutdown(self, grace: float) -> WorkloadExit:
+        """Ask the agent to stop the workload (SIGTERM, SIGKILL after `grace` seconds) and
+        power off; returns the final workload exit (given 10 s beyond `grace` to arrive)."""
         await self._wait_handshake()
         if not self._final.done():
-            seconds = max(0, math.ceil(timeout_s))
+            seconds = max(0, math.ceil(grace))
             await self._send(FrameType.SHUTDOWN, 0, str(seconds).encode())
-        return await self.wait_final_exit(timeout_s + 10)
+        async with asyncio.timeout(grace + 10):
+            return await self.wait_final_exit()
 
     async def wait_closed(self) -> None:
         """Return when the connection is gone (agent hung up, VM stopped, or `close()`)."""
@@ -432,32 +427,43 @@ class AgentClient:
 
     def _dispatch(self, frame: Frame) -> None:
         if not self._answered:
-            # Anything before the answer to our HELLO was queued for a previous client.
-            if frame.type != FrameType.STATE:
-                return
-            if ("hello", self._nonce) not in decode_records(frame.payload):
+            if not self._answers_our_hello(frame):
                 return
             self._answered = True
         if frame.type == FrameType.STATE:
-            self.state = AgentState.from_payload(frame.payload)
-            self._state_changed.set()
-            if self.state.workload == "exited" and self.state.exit_code is not None:
-                self._final_exit(WorkloadExit(self.state.exit_code, False, self.state.restarts))
+            self._on_state(frame.payload)
         elif frame.type == FrameType.WORKLOAD_EXIT:
-            event = WorkloadExit.from_payload(frame.payload)
-            if self.on_workload_exit is not None:
-                self.on_workload_exit(event)
-            if not event.restarting:
-                self._final_exit(event)
+            self._on_workload_exit(WorkloadExit.from_payload(frame.payload))
         elif frame.type in (FrameType.STDOUT, FrameType.STDERR):
-            session = self._sessions.get(frame.session)
-            if session is not None:
-                stream: Stream = "stdout" if frame.type == FrameType.STDOUT else "stderr"
-                session._output(stream, frame.payload)
+            self._on_output(frame)
         elif frame.type == FrameType.EXIT:
             session = self._sessions.pop(frame.session, None)
             if session is not None:
                 session._finish(int(frame.payload or b"-1"))
+
+    def _answers_our_hello(self, frame: Frame) -> bool:
+        """Anything before the answer to our HELLO was queued for a previous client."""
+        return frame.type == FrameType.STATE and ("hello", self._nonce) in decode_records(
+            frame.payload
+        )
+
+    def _on_state(self, payload: bytes) -> None:
+        self.state = AgentState.from_payload(payload)
+        self._state_changed.set()
+        if self.state.workload == "exited" and self.state.exit_code is not None:
+            self._final_exit(WorkloadExit(self.state.exit_code, False, self.state.restarts))
+
+    def _on_workload_exit(self, event: WorkloadExit) -> None:
+        if self.on_workload_exit is not None:
+            self.on_workload_exit(event)
+        if not event.restarting:
+            self._final_exit(event)
+
+    def _on_output(self, frame: Frame) -> None:
+        session = self._sessions.get(frame.session)
+        if session is not None:
+            stream: Stream = "stdout" if frame.type == FrameType.STDOUT else "stderr"
+            session._output(stream, frame.payload)
 
     def _final_exit(self, event: WorkloadExit) -> None:
         if self._final.done():

@@ -10,6 +10,11 @@ from typing import Any
 
 from hypr.state.db import Database
 
+# Columns `VmRepository.update` may set (the VM's lifecycle; identity and spec never change).
+UPDATABLE_COLUMNS = frozenset(
+    {"state", "pid", "exit_code", "error", "restarts", "started_at", "finished_at"}
+)
+
 
 @dataclass(frozen=True)
 class VmSpec:
@@ -128,10 +133,15 @@ class VmRepository:
             conn.execute("DELETE FROM vm_nics WHERE vm_id = ? AND idx = ?", (vm_id, idx))
 
     def update(self, vm_id: str, **fields: Any) -> None:
-        """Set columns of one VM (state, pid, exit_code, error, restarts, *_at)."""
+        """Set columns of one VM; only the lifecycle columns in UPDATABLE_COLUMNS, so the
+        statement is built from code constants and the values are all bound parameters."""
+        unknown = fields.keys() - UPDATABLE_COLUMNS
+        if unknown:
+            raise ValueError(f"not an updatable VM column: {', '.join(sorted(unknown))}")
         columns = ", ".join(f"{name} = ?" for name in fields)
+        sql = f"UPDATE vms SET {columns} WHERE id = ?"  # noqa: S608 (names whitelisted above)
         with self.db.transaction() as conn:
-            conn.execute(f"UPDATE vms SET {columns} WHERE id = ?", (*fields.values(), vm_id))
+            conn.execute(sql, (*fields.values(), vm_id))
 
     def set_tap(self, vm_id: str, idx: int, tap: str | None) -> None:
         with self.db.transaction() as conn:

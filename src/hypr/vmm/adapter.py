@@ -76,8 +76,8 @@ class VmmAdapter(Protocol):
         """Prepare and spawn the hypervisor process; returns once it runs."""
         ...
 
-    async def stop(self, handle: VmHandle, timeout: float) -> None:
-        """Wait up to `timeout` s for the process to exit (the guest was asked to power off
+    async def stop(self, handle: VmHandle, grace: float) -> None:
+        """Wait up to `grace` s for the process to exit (the guest was asked to power off
         through its agent), then kill it."""
         ...
 
