@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hypr.guest.protocol import (
+from hypr.guest.protocol import AgentClient
+from hypr.guest.wire import (
     MAX_PAYLOAD,
-    AgentClient,
     AgentDisconnected,
     AgentState,
     Frame,

@@ -19,14 +19,9 @@ import pytest
 from guestvm import GuestVm, Netns, VmFactory
 
 from hypr.guest.assets import preferred_kernel
-from hypr.guest.protocol import (
-    AgentClient,
-    AgentDisconnected,
-    AgentState,
-    ExecResult,
-    WorkloadExit,
-)
+from hypr.guest.protocol import AgentClient
 from hypr.guest.spec import PROBE_ARGS, PROBE_MARKER, WorkloadSpec
+from hypr.guest.wire import AgentDisconnected, AgentState, ExecResult, WorkloadExit
 from hypr.vmm.qemu import BootProbe, probe_boot, resolve_accel
 from hypr_build.kernel import SIGNATURE_MAGIC
 

@@ -26,7 +26,8 @@ from hypr.daemon.requests import RunRequest
 from hypr.daemon.service import MAX_STOP_TIMEOUT, Daemon
 from hypr.daemon.views import VmDetails
 from hypr.errors import HyprError, NotFound
-from hypr.guest.protocol import AgentDisconnected, ExecSession
+from hypr.guest.protocol import ExecSession
+from hypr.guest.wire import AgentDisconnected
 
 router = APIRouter(tags=["vms"])
 LOG_POLL_SECONDS = 0.05

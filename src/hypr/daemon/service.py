@@ -20,7 +20,8 @@ from hypr.daemon.requests import RunRequest
 from hypr.daemon.stacks import StackManager
 from hypr.daemon.views import NetworkStats, VmDetails, nic_details
 from hypr.daemon.vms import VmManager
-from hypr.guest.protocol import AgentClient, ExecResult
+from hypr.guest.protocol import AgentClient
+from hypr.guest.wire import ExecResult
 from hypr.images.store import Image, ImageStore
 from hypr.network.dns import DnsService
 from hypr.network.firewall import NftablesFirewall

@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hypr.guest.protocol import AgentClient, WorkloadExit
+from hypr.guest.protocol import AgentClient
+from hypr.guest.wire import WorkloadExit
 from hypr.state.vms import VmRepository
 from hypr.vmm.adapter import VmHandle, VmmAdapter
 

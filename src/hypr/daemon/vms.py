@@ -33,8 +33,9 @@ from hypr.daemon.requests import RunRequest
 from hypr.daemon.specs import build_spec
 from hypr.daemon.supervision import RunningVm, Supervisor
 from hypr.errors import Conflict, HyprError, NotFound
-from hypr.guest.protocol import AgentClient, AgentDisconnected, ExecResult
+from hypr.guest.protocol import AgentClient
 from hypr.guest.spec import GuestSpec, WorkloadSpec, kernel_args, spec_cpio
+from hypr.guest.wire import AgentDisconnected, ExecResult
 from hypr.images.store import ImageStore
 from hypr.network.ipam import Ipam
 from hypr.network.manager import NetworkManager
