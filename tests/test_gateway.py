@@ -6,8 +6,10 @@ Both listen on 127.0.0.1 of the daemon's own namespace; requests are sent from i
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
-from hypr.sandbox import Hyprd, in_ns
+from hypr.sandbox import BIN, Hyprd, in_ns
 
 
 def curl(hyprd: Hyprd, url: str, *args: str) -> tuple[int, str]:
@@ -51,3 +53,19 @@ def test_metrics(hyprd: Hyprd) -> None:
     assert 'hypr_networks{internal="true"} 1.0' in body
     assert 'hypr_vms{state="running"} 0.0' in body
     assert "hypr_vm_boot_seconds_bucket" in body
+
+
+def test_a_listener_that_cannot_bind_stops_hyprd_with_one_line(netns: str, tmp_path: Path) -> None:
+    """Metrics asked on the gateway's own address: hyprd says so, exits 1, no traceback."""
+    daemon = Hyprd(netns, tmp_path, {"HYPR_METRICS_ADDR": "127.0.0.1:41001"})
+    result = subprocess.run(
+        ["ip", "netns", "exec", netns, str(BIN / "hyprd")],
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "hyprd: a listener could not start" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not daemon.socket.exists() and not daemon.run_dir.joinpath("hyprd.pid").exists()

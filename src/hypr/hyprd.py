@@ -59,7 +59,11 @@ class _Server(uvicorn.Server):
         self.listening = asyncio.Event()  # uvicorn only has a flag (`started`) to poll
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        try:
+            await super().startup(sockets)
+        except SystemExit:  # uvicorn exits the process when it cannot bind; hyprd reports it
+            self.should_exit = True
+            return
         if self.started:
             self.listening.set()
 
@@ -129,6 +133,8 @@ async def serve(settings: Settings) -> None:
         waits: list[asyncio.Future[Any]] = [listening, *tasks]
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         listening.cancel()  # a listener failed to start: stop waiting for the others
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
         if all(s.started for s in servers):
             os.chmod(settings.socket_path, 0o660)
             log.info(
