@@ -1,0 +1,157 @@
+"""Layer blobs become squashfs files that keep every file's metadata and carry OCI whiteouts
+as overlayfs's own, read back with squashfs-tools-ng's sqfs2tar and, stacked, through a
+real overlayfs mount in a private mount namespace."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from hypr.images import layers
+from hypr.images.errors import DigestMismatch, InvalidManifest
+from tests.oci_images import Layer, entry, layer
+
+DIR, REG, SYM, LNK, CHR, FIFO = (
+    tarfile.DIRTYPE,
+    tarfile.REGTYPE,
+    tarfile.SYMTYPE,
+    tarfile.LNKTYPE,
+    tarfile.CHRTYPE,
+    tarfile.FIFOTYPE,
+)
+
+
+def make(tmp_path: Path, built: Layer, compression: str = "gzip", name: str = "l") -> Path:
+    blob = tmp_path / f"{name}.blob"
+    blob.write_bytes(built.blob)
+    return layers.convert(blob, compression, built.diff_id, tmp_path / f"{name}.squashfs")
+
+
+def read_back(squashfs: Path) -> dict[str, tarfile.TarInfo]:
+    tar = subprocess.run(["sqfs2tar", str(squashfs)], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        return {m.name.removeprefix("./").rstrip("/"): m for m in archive}
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "tar"])
+def test_file_metadata_survives(tmp_path: Path, compression: str) -> None:
+    built = layer(
+        [
+            entry("etc", DIR, mode=0o755),
+            entry("etc/passwd", REG, b"root:x:0:0::/root:/bin/sh\n"),
+            entry("bin", DIR, mode=0o750, uid=0, gid=10),
+            entry("bin/tool", REG, b"#!/bin/sh\n", mode=0o4755, uid=4242, gid=4343),
+            entry("bin/link", SYM, linkname="tool", mode=0o777),
+            entry("bin/hard", LNK, linkname="bin/tool"),
+            entry("dev", DIR),
+            entry("dev/null", CHR, mode=0o666, devmajor=1, devminor=3),
+            entry("run", DIR, mode=0o1777),
+            entry("run/fifo", FIFO, mode=0o600, uid=7, gid=8),
+            entry("noted", REG, b"x", pax_headers={"SCHILY.xattr.user.note": "kept"}),
+        ],
+        compression,
+    )
+    got = read_back(make(tmp_path, built, compression))
+    tool = got["bin/tool"]
+    assert (tool.mode, tool.uid, tool.gid) == (0o4755, 4242, 4343)
+    assert (got["bin"].mode, got["bin"].gid) == (0o750, 10)
+    assert got["bin/link"].issym() and got["bin/link"].linkname == "tool"
+    # One inode, two names: sqfs2tar writes whichever name it meets second as the link.
+    links = {
+        n: got[n].linkname.removeprefix("./") for n in ("bin/hard", "bin/tool") if got[n].islnk()
+    }
+    assert links in ({"bin/hard": "bin/tool"}, {"bin/tool": "bin/hard"})
+    null = got["dev/null"]
+    assert null.ischr() and (null.devmajor, null.devminor, null.mode) == (1, 3, 0o666)
+    assert got["run"].mode == 0o1777
+    assert got["run/fifo"].isfifo() and (got["run/fifo"].uid, got["run/fifo"].gid) == (7, 8)
+    assert got["noted"].pax_headers.get("SCHILY.xattr.user.note") == "kept"
+
+
+def test_oci_whiteouts_become_overlayfs_whiteouts(tmp_path: Path) -> None:
+    upper = layer(
+        [
+            entry(".wh.gone", REG),
+            entry("a", DIR),
+            entry("a/.wh.old", REG),
+            entry("opq/.wh..wh..opq", REG),  # before its directory's entry
+            entry("opq", DIR, mode=0o710),
+            entry("opq/new", REG, b"new"),
+            entry("bare/.wh..wh..opq", REG),  # a directory with no entry of its own
+        ]
+    )
+    got = read_back(make(tmp_path, upper))
+    for name in ("gone", "a/old"):
+        assert got[name].ischr() and (got[name].devmajor, got[name].devminor) == (0, 0)
+    assert not any(".wh." in name for name in got)
+    opaque = "SCHILY.xattr.trusted.overlay.opaque"
+    assert got["opq"].pax_headers.get(opaque) == "y" and got["opq"].mode == 0o710
+    assert got["bare"].isdir() and got["bare"].pax_headers.get(opaque) == "y"
+    assert opaque not in got["a"].pax_headers
+
+
+def test_stacked_layers_honour_whiteouts_in_overlayfs(tmp_path: Path) -> None:
+    lower = layer(
+        [
+            entry("a", DIR),
+            entry("a/keep", REG, b"kept"),
+            entry("a/old", REG, b"old"),
+            entry("gone", REG, b"gone"),
+            entry("opq", DIR),
+            entry("opq/hidden", REG, b"hidden"),
+        ]
+    )
+    upper = layer(
+        [
+            entry(".wh.gone", REG),
+            entry("a/.wh.old", REG),
+            entry("opq", DIR),
+            entry("opq/.wh..wh..opq", REG),
+            entry("opq/new", REG, b"new"),
+        ]
+    )
+    bottom, top = make(tmp_path, lower, name="lower"), make(tmp_path, upper, name="upper")
+    script = f"""
+        set -e
+        cd {tmp_path}
+        mkdir -p m/lower m/upper rw/up rw/work merged
+        mount -t squashfs -o ro,loop lower.squashfs m/lower
+        mount -t squashfs -o ro,loop upper.squashfs m/upper
+        mount -t overlay overlay -o lowerdir=m/upper:m/lower,upperdir=rw/up,workdir=rw/work merged
+        cd merged
+        find . -mindepth 1 | sort
+    """
+    listing = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert bottom.is_file() and top.is_file()
+    assert listing == ["./a", "./a/keep", "./opq", "./opq/new"]
+
+
+def test_diff_id_mismatch_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    built = layer([entry("file", REG, b"content")])
+    blob = tmp_path / "l.blob"
+    blob.write_bytes(built.blob)
+    wrong = "sha256:" + "0" * 64
+    out = tmp_path / "out" / "x.squashfs"
+    out.parent.mkdir()
+    with pytest.raises(DigestMismatch, match="the image config says"):
+        layers.convert(blob, "gzip", wrong, out)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_a_blob_that_is_not_a_tar_is_refused(tmp_path: Path) -> None:
+    blob = tmp_path / "l.blob"
+    blob.write_bytes(b"not a tar at all" * 100)
+    out = tmp_path / "out" / "x.squashfs"
+    out.parent.mkdir()
+    with pytest.raises(InvalidManifest):
+        layers.convert(blob, "tar", "sha256:" + "0" * 64, out)
+    assert list(out.parent.iterdir()) == []
