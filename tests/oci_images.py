@@ -87,7 +87,9 @@ def image(layers: list[Layer], run: dict[str, Any] | None = None) -> tuple[Built
             "layers": [_json_desc(x.desc) for x in layers],
         }
     ).encode()
-    built = Built(_digest(manifest), oci.OCI_MANIFEST, config, config_desc, [x.desc for x in layers])
+    built = Built(
+        _digest(manifest), oci.OCI_MANIFEST, config, config_desc, [x.desc for x in layers]
+    )
     return built, {x.desc.digest: x.blob for x in layers}
 
 
