@@ -247,12 +247,14 @@ def test_a_corrupted_blob_leaves_no_image(tmp_path: Path) -> None:
     world.source.blobs[APP1.desc.digest] = bytes(corrupt)
     with pytest.raises(DigestMismatch):
         world.pull("127.0.0.1:5000/app1:1")
-    with pytest.raises(NotFound, match="No such image"):
+    with pytest.raises(NotFound, match="not found"):
         world.store.get("127.0.0.1:5000/app1:1")
     assert world.store.all() == []
     assert world.db.conn.execute("SELECT count(*) FROM layers").fetchone()[0] == 0
+    # Nothing of the refused pull stays: no partials, no blobs of its layers, no layers.
     assert list(tmp_path.rglob("*.partial")) == []
-    assert not world.content.has(APP1.desc.digest)
+    assert list(world.store.layers_dir.iterdir()) == []
+    assert not world.content.has(APP1.desc.digest) and not world.content.has(BASE.desc.digest)
 
 
 def test_two_pulls_at_once_download_each_blob_once(tmp_path: Path) -> None:
@@ -282,7 +284,7 @@ def test_builtin_images_resolve_with_docker_normalisation(tmp_path: Path) -> Non
         got = store.get(name)
         assert got.builtin and got.repo_tags == ["busybox:latest"] and got.config.cmd == ["sh"]
         assert got.layers == (assets / "busybox" / "rootfs.squashfs",)
-    with pytest.raises(NotFound, match="No such image: nginx:latest"):
+    with pytest.raises(NotFound, match="image nginx not found"):
         store.get("nginx")
     with pytest.raises(InvalidArgument, match="invalid reference format"):
         store.get("Not//Valid")

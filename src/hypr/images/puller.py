@@ -14,6 +14,7 @@ only what `RegistryClientLike` lists, so it is typed against that.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -76,12 +77,14 @@ class Puller(Generic[AuthT]):
         self.platform = platform or oci.host_platform()
         self.parallel = parallel
         self._making: dict[str, asyncio.Future[None]] = {}
+        self._users: Counter[str] = Counter()  # diff_id -> pulls in progress that want it
 
     async def pull(
         self, ref: Reference, auth: AuthT | None, progress: Callable[[PullEvent], None]
     ) -> Image:
         """Pull `ref` into the store (or find it there up to date) and return the image."""
         client = self.client_factory(auth)
+        pairs: list[tuple[oci.Descriptor, str]] = []  # (layer blob, diff_id) this pull wants
         try:
             resolved = await client.resolve(ref, self.platform)
             config = ImageConfig.from_oci(resolved.config)
@@ -91,10 +94,12 @@ class Puller(Generic[AuthT]):
                     f"config {len(config.diff_ids)} diff_ids"
                 )
             progress({"status": f"{ref.tag or ref.digest}: Pulling from {ref.repository}"})
+            pairs = list(zip(resolved.layers, config.diff_ids, strict=True))
+            self._users.update(diff_id for _, diff_id in pairs)
             downloads = asyncio.Semaphore(self.parallel)
             made = await _all(
                 self._layer(client, ref, desc, diff_id, downloads, progress)
-                for desc, diff_id in zip(resolved.layers, config.diff_ids, strict=True)
+                for desc, diff_id in pairs
             )
             faults.point(BEFORE_COMMIT)
             image_id = resolved.config_descriptor.digest
@@ -113,15 +118,30 @@ class Puller(Generic[AuthT]):
             )
             tag = str(ref) if ref.tag and not ref.digest else None
             self.store.rows.record(row, made, tag, f"{ref.name}@{resolved.digest}")
+        except BaseException:
+            self._release(pairs, failed=True)
+            raise
         finally:
             await client.aclose()
-        for desc in resolved.layers:
-            self.content.remove(desc.digest)  # the squashfs is what is kept of a layer
+        self._release(pairs, failed=False)
         progress({"status": f"Digest: {resolved.digest}"})
         fresh = before is None or before.id != image_id
         verdict = "Downloaded newer image" if fresh else "Image is up to date"
         progress({"status": f"Status: {verdict} for {ref.familiar}"})
         return self.store.get(f"{ref.name}@{resolved.digest}")
+
+    def _release(self, pairs: list[tuple[oci.Descriptor, str]], failed: bool) -> None:
+        """Drop the blobs nobody still pulling needs (the squashfs is what is kept of a
+        layer); after a failure also the layers no image uses, so a refused pull leaves
+        nothing behind. A pull killed outright leaves them for the next one to reuse."""
+        self._users.subtract(diff_id for _, diff_id in pairs)
+        for desc, diff_id in pairs:
+            if self._users[diff_id] > 0:
+                continue
+            del self._users[diff_id]
+            self.content.remove(desc.digest)
+            if failed and self.store.rows.layer(diff_id) is None:
+                self.store.layer_file(diff_id).unlink(missing_ok=True)
 
     async def _layer(
         self,

@@ -88,7 +88,7 @@ class ImageStore:
                 return found[0]
         if ref is None:
             raise InvalidArgument(f"invalid reference format: {text!r}")
-        raise NotFound(f"No such image: {ref.familiar} (pull it first: hypr pull {ref.familiar})")
+        raise NotFound(f"image {text} not found (pull it first: hypr pull {ref.familiar})")
 
     def _image(self, row: ImageRow) -> Image:
         return Image(
