@@ -5,19 +5,26 @@ round 2's; this source lets the store, layers and rows be tested offline."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import io
 import json
 import subprocess
+import sys
 import tarfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hypr.images import oci
+from hypr.images.content import ContentStore
 from hypr.images.errors import ImageNotFound
-from hypr.images.reference import Reference
+from hypr.images.puller import Puller, PullEvent
+from hypr.images.reference import Reference, parse_reference
+from hypr.images.store import ImageStore
+from hypr.state.db import Database
 
 Entry = tuple[tarfile.TarInfo, bytes | None]
 
@@ -139,3 +146,54 @@ def _desc(media_type: str, data: bytes) -> oci.Descriptor:
 
 def _json_desc(desc: oci.Descriptor) -> dict[str, Any]:
     return {"mediaType": desc.media_type, "digest": desc.digest, "size": desc.size}
+
+
+def migrated(root: Path) -> Database:
+    db = Database(root / "hypr.db")
+    db.migrate()
+    return db
+
+
+BASE = layer([entry("etc", tarfile.DIRTYPE), entry("etc/os-release", data=b"ID=test\n")])
+APP1 = layer(
+    [entry("app", tarfile.DIRTYPE), entry("app/one", data=b"1" * 100_000), entry(".wh.etc")]
+)
+APP2 = layer([entry("app", tarfile.DIRTYPE), entry("app/two", data=b"2" * 50_000)])
+RUN = {
+    "Entrypoint": ["/app/one"],
+    "Cmd": ["--serve"],
+    "Env": ["PATH=/usr/bin:/bin", "MODE=test"],
+    "WorkingDir": "/app",
+    "User": "1000:1000",
+    "ExposedPorts": {"80/tcp": {}, "53/udp": {}},
+    "Labels": {"org.example": "yes"},
+    "StopSignal": "SIGQUIT",
+}
+
+
+class World:
+    """A data dir (database, content store, image store) and a source of images."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.source = LocalSource()
+        for name, top in (("app1", APP1), ("app2", APP2)):
+            built, blobs = image([BASE, top], RUN)
+            self.source.add(f"127.0.0.1:5000/{name}:1", built, blobs)
+        self.open()
+
+    def open(self) -> None:
+        self.db = migrated(self.root)
+        self.store = ImageStore(self.root / "images", self.db)
+        self.content = ContentStore(self.root / "images")
+        self.puller: Puller[object] = Puller(self.store, self.content, self.source.client)
+
+    def pull(self, text: str, events: list[PullEvent] | None = None) -> Any:
+        sink = events if events is not None else []
+        return asyncio.run(self.puller.pull(parse_reference(text), None, sink.append))
+
+
+if __name__ == "__main__":
+    # `python -m tests.oci_images ROOT REF`: one pull in a process of its own, so a crash
+    # test can kill it at a fault point (HYPR_FAULT) and look at what it left.
+    World(Path(sys.argv[1])).pull(sys.argv[2])

@@ -7,7 +7,9 @@ import asyncio
 import hashlib
 import json
 import os
-import tarfile
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,16 +20,14 @@ from hypr.errors import InvalidArgument, NotFound
 from hypr.images import oci
 from hypr.images.content import ContentStore, DiskFull
 from hypr.images.errors import DigestMismatch
-from hypr.images.puller import Puller, PullEvent
+from hypr.images.puller import PullEvent
 from hypr.images.reference import parse_reference
 from hypr.images.store import ImageStore
 from hypr.sandbox import Hyprd
-from hypr.state.db import Database
-from tests.oci_images import LocalSource, entry, image, layer
+from tests.oci_images import APP1, APP2, BASE, World, migrated
 
 DATA = os.urandom(300_000)
 DESC = oci.Descriptor(oci.OCI_LAYER, "sha256:" + hashlib.sha256(DATA).hexdigest(), len(DATA))
-DIR = tarfile.DIRTYPE
 
 
 async def chunks(data: bytes, served: list[int] | None = None) -> AsyncIterator[bytes]:
@@ -117,49 +117,6 @@ def test_a_full_disk_is_one_clear_line_and_leaves_nothing(tmp_path: Path) -> Non
         asyncio.run(content.ingest(DESC, chunks(DATA)))
     assert "\n" not in caught.value.message and caught.value.status == 507
     assert list(tmp_path.rglob("*.partial")) == [] and not content.has(DESC.digest)
-
-
-def migrated(root: Path) -> Database:
-    db = Database(root / "hypr.db")
-    db.migrate()
-    return db
-
-
-BASE = layer([entry("etc", DIR), entry("etc/os-release", data=b"ID=test\n")])
-APP1 = layer([entry("app", DIR), entry("app/one", data=b"1" * 100_000), entry(".wh.etc")])
-APP2 = layer([entry("app", DIR), entry("app/two", data=b"2" * 50_000)])
-RUN = {
-    "Entrypoint": ["/app/one"],
-    "Cmd": ["--serve"],
-    "Env": ["PATH=/usr/bin:/bin", "MODE=test"],
-    "WorkingDir": "/app",
-    "User": "1000:1000",
-    "ExposedPorts": {"80/tcp": {}, "53/udp": {}},
-    "Labels": {"org.example": "yes"},
-    "StopSignal": "SIGQUIT",
-}
-
-
-class World:
-    """A data dir (database, content store, image store) and a source of images."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.source = LocalSource()
-        for name, top in (("app1", APP1), ("app2", APP2)):
-            built, blobs = image([BASE, top], RUN)
-            self.source.add(f"127.0.0.1:5000/{name}:1", built, blobs)
-        self.open()
-
-    def open(self) -> None:
-        self.db = migrated(self.root)
-        self.store = ImageStore(self.root / "images", self.db)
-        self.content = ContentStore(self.root / "images")
-        self.puller: Puller[object] = Puller(self.store, self.content, self.source.client)
-
-    def pull(self, text: str, events: list[PullEvent] | None = None) -> Any:
-        sink = events if events is not None else []
-        return asyncio.run(self.puller.pull(parse_reference(text), None, sink.append))
 
 
 def statuses(events: list[PullEvent], short: str) -> list[str]:
@@ -270,6 +227,34 @@ def test_two_pulls_at_once_download_each_blob_once(tmp_path: Path) -> None:
     first, second = asyncio.run(both())
     assert first.id == second.id
     assert sorted(world.source.served) == sorted([BASE.desc.digest, APP1.desc.digest])
+
+
+@pytest.mark.parametrize("fault", ["pull.blob_stored", "pull.layer_made", "pull.before_commit"])
+def test_a_pull_killed_half_way_shows_nothing_and_the_next_one_finishes(
+    tmp_path: Path, fault: str
+) -> None:
+    ref = "127.0.0.1:5000/app1:1"
+    killed = subprocess.run(
+        [sys.executable, "-m", "tests.oci_images", str(tmp_path), ref],
+        env={**os.environ, "HYPR_FAULT": fault},
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    world = World(tmp_path)
+    assert world.store.all() == []  # no half image is visible
+    world.content.clean_partials()
+    world.store.clean_partials()
+    events: list[PullEvent] = []
+    pulled = world.pull(ref, events)
+    assert all(p.is_file() for p in pulled.layers) and len(pulled.layers) == 2
+    if fault == "pull.before_commit":  # every layer was whole: nothing is downloaded again
+        assert world.source.served == []
+        assert statuses(events, BASE.desc.digest[7:19]) == ["Already exists"]
+    assert list(tmp_path.rglob("*.partial")) == []
+    assert sorted(p.name for p in world.content.blobs.iterdir()) == [
+        world.source.images[ref].config_descriptor.digest[7:]
+    ]
 
 
 def test_builtin_images_resolve_with_docker_normalisation(tmp_path: Path) -> None:
