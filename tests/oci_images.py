@@ -149,6 +149,7 @@ def _json_desc(desc: oci.Descriptor) -> dict[str, Any]:
 
 
 def migrated(root: Path) -> Database:
+    root.mkdir(parents=True, exist_ok=True)
     db = Database(root / "hypr.db")
     db.migrate()
     return db
@@ -191,6 +192,27 @@ class World:
     def pull(self, text: str, events: list[PullEvent] | None = None) -> Any:
         sink = events if events is not None else []
         return asyncio.run(self.puller.pull(parse_reference(text), None, sink.append))
+
+
+def from_layout(layout: Path, tag: str) -> tuple[Built, dict[str, bytes]]:
+    """An image of an OCI image layout (as umoci or skopeo write one), by its tag."""
+
+    def blob(digest: str) -> bytes:
+        return (layout / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes()
+
+    index = json.loads((layout / "index.json").read_text())
+    (entry_,) = [
+        m
+        for m in index["manifests"]
+        if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag
+    ]
+    manifest = json.loads(blob(entry_["digest"]))
+    descs = [
+        oci.Descriptor(x["mediaType"], x["digest"], x["size"])
+        for x in (manifest["config"], *manifest["layers"])
+    ]
+    built = Built(entry_["digest"], entry_["mediaType"], blob(descs[0].digest), descs[0], descs[1:])
+    return built, {d.digest: blob(d.digest) for d in descs[1:]}
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ real overlayfs mount in a private mount namespace."""
 from __future__ import annotations
 
 import io
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from hypr.images import layers
 from hypr.images.errors import DigestMismatch, InvalidManifest
-from tests.oci_images import Layer, entry, layer
+from tests.oci_images import Layer, World, entry, from_layout, layer
 
 DIR, REG, SYM, LNK, CHR, FIFO = (
     tarfile.DIRTYPE,
@@ -115,13 +116,53 @@ def test_stacked_layers_honour_whiteouts_in_overlayfs(tmp_path: Path) -> None:
         ]
     )
     bottom, top = make(tmp_path, lower, name="lower"), make(tmp_path, upper, name="upper")
+    assert overlay_listing(tmp_path, [bottom, top]) == ["a", "a/keep", "opq", "opq/new"]
+
+
+def test_an_image_made_by_umoci_stacks_as_its_layers_say(tmp_path: Path) -> None:
+    """umoci writes the whiteouts itself when a repacked bundle lost files."""
+    layout, bundle = tmp_path / "oci", tmp_path / "bundle"
+
+    def umoci(*args: str) -> None:
+        subprocess.run(["umoci", *args], check=True, capture_output=True)
+
+    umoci("init", "--layout", str(layout))
+    umoci("new", "--image", f"{layout}:t")
+    umoci("unpack", "--rootless", "--image", f"{layout}:t", str(bundle))
+    rootfs = bundle / "rootfs"
+    (rootfs / "d" / "sub").mkdir(parents=True)
+    (rootfs / "d" / "sub" / "a").write_text("1")
+    (rootfs / "gone").write_text("x")
+    (rootfs / "kept").write_text("k")
+    umoci("repack", "--image", f"{layout}:t", str(bundle))
+    shutil.rmtree(bundle)  # a bundle repacks onto the image it was unpacked from
+    umoci("unpack", "--rootless", "--image", f"{layout}:t", str(bundle))
+    (rootfs / "gone").unlink()
+    shutil.rmtree(rootfs / "d" / "sub")
+    (rootfs / "d" / "new").write_text("2")
+    umoci("repack", "--image", f"{layout}:t", str(bundle))
+    world = World(tmp_path / "data")
+    world.source.add("docker.io/library/t:latest", *from_layout(layout, "t"))
+    pulled = world.pull("t")
+    assert len(pulled.layers) == 2
+    assert overlay_listing(tmp_path, list(pulled.layers)) == ["d", "d/new", "kept"]
+
+
+def overlay_listing(work: Path, stack: list[Path]) -> list[str]:
+    """What a guest would see: the squashfs layers (bottom first) mounted read-only and
+    stacked by overlayfs with a writable upper, in a private mount namespace."""
+    lowers = []
+    mounts = ""
+    for i, squashfs in enumerate(stack):
+        lowers.insert(0, f"m/{i}")
+        mounts += f"mkdir -p m/{i}; mount -t squashfs -o ro,loop {squashfs} m/{i}\n"
+    options = f"lowerdir={':'.join(lowers)},upperdir=rw/up,workdir=rw/work"
     script = f"""
         set -e
-        cd {tmp_path}
-        mkdir -p m/lower m/upper rw/up rw/work merged
-        mount -t squashfs -o ro,loop lower.squashfs m/lower
-        mount -t squashfs -o ro,loop upper.squashfs m/upper
-        mount -t overlay overlay -o lowerdir=m/upper:m/lower,upperdir=rw/up,workdir=rw/work merged
+        cd {work}
+        mkdir -p rw/up rw/work merged
+        {mounts}
+        mount -t overlay overlay -o {options} merged
         cd merged
         find . -mindepth 1 | sort
     """
@@ -131,8 +172,7 @@ def test_stacked_layers_honour_whiteouts_in_overlayfs(tmp_path: Path) -> None:
         text=True,
         check=True,
     ).stdout.split()
-    assert bottom.is_file() and top.is_file()
-    assert listing == ["./a", "./a/keep", "./opq", "./opq/new"]
+    return [name.removeprefix("./") for name in listing]
 
 
 def test_diff_id_mismatch_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
