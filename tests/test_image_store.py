@@ -187,6 +187,22 @@ def test_a_shared_base_layer_is_downloaded_and_stored_once(tmp_path: Path) -> No
     assert rows == 3
 
 
+def test_removing_an_image_keeps_the_layers_another_one_uses(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    app1 = world.pull("127.0.0.1:5000/app1:1")
+    world.pull("127.0.0.1:5000/app2:1")
+    assert world.store.remove(app1.id) == [APP1.diff_id]
+    assert sorted(p.name for p in world.store.layers_dir.iterdir()) == sorted(
+        f"{x.diff_id[7:]}.squashfs" for x in (BASE, APP2)
+    )
+    with pytest.raises(NotFound):
+        world.store.get("127.0.0.1:5000/app1:1")
+    assert world.store.get("127.0.0.1:5000/app2:1").layers[0].is_file()
+    tables = ("images", "image_layers", "image_tags", "image_digests", "layers")
+    counts = [world.db.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables]
+    assert counts == [1, 2, 1, 1, 2]
+
+
 def test_a_re_pull_downloads_nothing_and_says_up_to_date(tmp_path: Path) -> None:
     world = World(tmp_path)
     world.pull("127.0.0.1:5000/app1:1")

@@ -63,6 +63,16 @@ class ImageStore:
     def clean_partials(self) -> None:
         clean_partials(self.layers_dir)
 
+    def remove(self, image_id: str) -> list[str]:
+        """Delete a pulled image's rows, then the files of the layers no other image uses
+        (rows first: a crash in between leaves unused files, never a row without its file).
+        Returns those layers' diff_ids. Whether a VM still uses the image is the caller's
+        question."""
+        orphans = self.rows.delete(image_id)
+        for diff_id in orphans:
+            self.layer_file(diff_id).unlink(missing_ok=True)
+        return orphans
+
     def all(self) -> list[Image]:
         return [*self._builtins(), *(self._image(row) for row in self.rows.all())]
 
