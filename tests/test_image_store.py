@@ -24,7 +24,7 @@ from hypr.images.puller import PullEvent
 from hypr.images.reference import parse_reference
 from hypr.images.store import ImageStore
 from hypr.sandbox import Hyprd
-from tests.oci_images import APP1, APP2, BASE, World, migrated
+from tests.oci_images import APP1, APP2, BASE, World, image, migrated
 
 DATA = os.urandom(300_000)
 DESC = oci.Descriptor(oci.OCI_LAYER, "sha256:" + hashlib.sha256(DATA).hexdigest(), len(DATA))
@@ -201,6 +201,16 @@ def test_removing_an_image_keeps_the_layers_another_one_uses(tmp_path: Path) -> 
     tables = ("images", "image_layers", "image_tags", "image_digests", "layers")
     counts = [world.db.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables]
     assert counts == [1, 2, 1, 1, 2]
+
+
+def test_an_image_with_one_layer_twice_pulls_it_once(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.source.add("127.0.0.1:5000/twice:1", *image([BASE, APP1, BASE]))
+    pulled = world.pull("127.0.0.1:5000/twice:1")
+    names = [f"{x.diff_id[7:]}.squashfs" for x in (BASE, APP1, BASE)]
+    assert [p.name for p in pulled.layers] == names
+    assert world.source.served.count(BASE.desc.digest) == 1
+    assert not world.content.has(BASE.desc.digest)
 
 
 def test_a_re_pull_downloads_nothing_and_says_up_to_date(tmp_path: Path) -> None:

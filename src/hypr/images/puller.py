@@ -138,7 +138,7 @@ class Puller(Generic[AuthT]):
         for desc, diff_id in pairs:
             if self._users[diff_id] > 0:
                 continue
-            del self._users[diff_id]
+            self._users.pop(diff_id, None)
             self.content.remove(desc.digest)
             if failed and self.store.rows.layer(diff_id) is None:
                 self.store.layer_file(diff_id).unlink(missing_ok=True)
