@@ -5,8 +5,10 @@ real overlayfs mount in a private mount namespace."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -195,3 +197,43 @@ def test_a_blob_that_is_not_a_tar_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidManifest):
         layers.convert(blob, "tar", "sha256:" + "0" * 64, out)
     assert list(out.parent.iterdir()) == []
+
+
+def test_a_full_disk_while_making_a_layer_is_one_clear_line(tmp_path: Path) -> None:
+    built = layer([entry("big", REG, os.urandom(2 << 20))])
+    blob = tmp_path / "l.blob"
+    blob.write_bytes(built.blob)
+    small = tmp_path / "small"
+    small.mkdir()
+    convert = (
+        "import sys; from pathlib import Path; from hypr.errors import HyprError;"
+        "from hypr.images import layers\n"
+        "try: layers.convert(Path(sys.argv[1]), 'gzip', sys.argv[2], Path(sys.argv[3]))\n"
+        "except HyprError as e: print(type(e).__name__, e.message); sys.exit(1)"
+    )
+    # A 512 KiB tmpfs in a mount namespace of this test's own: a real file system that fills.
+    script = (
+        f'mount -t tmpfs -o size=512k tmpfs {small} && "$0" -c "$1" "$2" "$3" "$4"; rc=$?; '
+        f"ls -A {small}; exit $rc"
+    )
+    result = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            sys.executable,
+            convert,
+            str(blob),
+            built.diff_id,
+            str(small / "x.squashfs"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("DiskFull no space left on the device") and len(lines) == 1

@@ -33,6 +33,7 @@ WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "SCHILY.xattr.trusted.overlay.opaque"
 _CHUNK = 1 << 20
+_LOW_SPACE = 1 << 20  # a failed tar2sqfs with less free than this ran out of room
 
 
 class _HashingReader:
@@ -128,8 +129,12 @@ def _to_squashfs(reader: _HashingReader, out: Path) -> None:
     error = proc.stderr.read().decode(errors="replace").strip()
     proc.stderr.close()
     if proc.wait() != 0:
-        if "No space left" in error:
-            raise DiskFull(f"no space left on the device of {out.parent} making a layer")
+        # tar2sqfs reports ENOSPC as a bare "I/O error": look at the file system itself.
+        if "No space left" in error or shutil.disk_usage(out.parent).free < _LOW_SPACE:
+            raise DiskFull(
+                f"no space left on the device of {out.parent} while making a layer: free "
+                "some space (hypr image prune) and pull again"
+            )
         last = error.splitlines()[-1] if error else f"exit status {proc.returncode}"
         raise InvalidManifest(f"a layer could not be made into squashfs: {last}")
 
