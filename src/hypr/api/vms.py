@@ -250,11 +250,14 @@ async def list_images(request: Request) -> list[ImageView]:
     return [
         ImageView(
             id=image.id,
-            repository=image.name,
-            tag=image.tag,
+            repository=repository,
+            tag=tag,
             size=image.size,
-            entrypoint=image.entrypoint,
-            cmd=image.cmd,
+            entrypoint=image.config.entrypoint,
+            cmd=image.config.cmd,
         )
         for image in daemon_of(request).images_all()
+        for repository, _, tag in (
+            tagged.rpartition(":") for tagged in image.repo_tags or ["<none>:<none>"]
+        )
     ]

@@ -301,7 +301,12 @@ def images() -> None:
     print_table(
         ["REPOSITORY", "TAG", "IMAGE ID", "SIZE"],
         [
-            [i["repository"], i["tag"], i["id"][:12], f"{i['size'] / 2**20:.1f}MB"]
+            [
+                i["repository"],
+                i["tag"],
+                i["id"].removeprefix("sha256:")[:12],
+                f"{i['size'] / 2**20:.1f}MB",
+            ]
             for i in api().get("/images")
         ],
     )

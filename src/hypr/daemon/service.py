@@ -22,6 +22,7 @@ from hypr.daemon.views import NetworkStats, VmDetails, nic_details
 from hypr.daemon.vms import VmManager
 from hypr.guest.protocol import AgentClient
 from hypr.guest.wire import ExecResult
+from hypr.images.content import ContentStore
 from hypr.images.store import Image, ImageStore
 from hypr.network.dns import DnsService
 from hypr.network.firewall import NftablesFirewall
@@ -67,7 +68,9 @@ class Daemon:
         self.firewall = NftablesFirewall(settings.ssh_allowed_cidr)
         self.ipam = Ipam(self.db)
         self.networks = NetworkManager(self.db, self.ipr, self.firewall, self.ipam)
-        self.images = ImageStore(settings.assets_dir / "images", settings.data_dir / "images")
+        images_dir = settings.data_dir / "images"
+        self.images = ImageStore(images_dir, self.db, (settings.assets_dir / "images", images_dir))
+        self.content = ContentStore(images_dir)
         self.vms = VmManager(
             settings, self.db, self.ipr, self.networks, self.ipam, self.images, QemuAdapter()
         )
@@ -88,6 +91,8 @@ class Daemon:
     async def start(self) -> None:
         """Reconcile the kernel with the database before serving any request."""
         await self.ipr.setup_endpoint()
+        self.content.clean_partials()  # downloads a killed hyprd left half done
+        self.images.clean_partials()
         await self.networks.reconcile(self.settings.default_subnet)
         await self.vms.reconcile()
         self.vms.resolve_accel_in_background()

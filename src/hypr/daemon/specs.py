@@ -45,16 +45,16 @@ def build_spec(req: RunRequest, image: Image) -> VmSpec:
         raise InvalidArgument(f"cpus must be between 1 and {MAX_VCPUS}")
     restart = parse_restart(req.restart)
     check_env(req.env)
-    entrypoint = req.entrypoint if req.entrypoint is not None else image.entrypoint
-    command = req.command if req.command else image.cmd
+    entrypoint = req.entrypoint if req.entrypoint is not None else image.config.entrypoint
+    command = req.command if req.command else image.config.cmd
     argv = [*entrypoint, *command]
     if not argv:
         raise InvalidArgument(f"no command given and image {image.reference} has none")
     attachments = req.attachments
     return VmSpec(
         argv=argv,
-        env=[*image.env, *req.env],
-        workdir=req.workdir or image.workdir,
+        env=[*image.config.env, *req.env],
+        workdir=req.workdir or image.config.workdir,
         vcpus=req.vcpus,
         memory_mib=req.memory_mib,
         restart=restart.policy,

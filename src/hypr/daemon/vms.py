@@ -300,7 +300,7 @@ class VmManager:
                 initrd=self.accel.initramfs,
                 initrd_append=spec_cpio(guest.workload),
                 cmdline=kernel_args(guest),
-                rootfs=image.rootfs,
+                rootfs=image.layers[-1],  # part G: VmConfig.layers=list(image.layers)
                 nics=[NicConfig(tap, nic.mac) for tap, nic in nics],
                 runtime_dir=run_dir,
                 console_log=self.log_path(vm.id),

@@ -109,4 +109,42 @@ MIGRATIONS: list[str] = [
         started TEXT NOT NULL
     );
     """,
+    # 6: pulled images. A layer is stored once (as a squashfs named by its diff_id) however
+    # many images share it; an image is its config plus its layers in order; tags and repo
+    # digests name images. A pull writes all of an image's rows in one transaction.
+    """
+    CREATE TABLE layers (
+        diff_id TEXT PRIMARY KEY,  -- sha256 of the uncompressed tar
+        blob_digest TEXT NOT NULL,  -- the compressed blob it was pulled as
+        blob_size INTEGER NOT NULL,
+        size INTEGER NOT NULL,  -- bytes of its squashfs file
+        created TEXT NOT NULL
+    );
+    CREATE INDEX layers_blob ON layers (blob_digest);
+    CREATE TABLE images (
+        id TEXT PRIMARY KEY,  -- the config digest, sha256:<hex>
+        config TEXT NOT NULL,  -- the image config JSON as pulled
+        manifest_media_type TEXT NOT NULL,
+        created TEXT NOT NULL,  -- the image config's `created`
+        pulled TEXT NOT NULL,
+        size INTEGER NOT NULL  -- the sum of its layers' squashfs sizes
+    );
+    CREATE TABLE image_layers (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,  -- 0 is the bottom
+        diff_id TEXT NOT NULL REFERENCES layers(diff_id),
+        PRIMARY KEY (image_id, idx)
+    ) WITHOUT ROWID;
+    CREATE INDEX image_layers_diff_id ON image_layers (diff_id);
+    CREATE TABLE image_tags (
+        reference TEXT PRIMARY KEY,  -- canonical: docker.io/library/nginx:latest
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE INDEX image_tags_image ON image_tags (image_id);
+    CREATE TABLE image_digests (
+        reference TEXT PRIMARY KEY,  -- canonical: docker.io/library/nginx@sha256:...
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE INDEX image_digests_image ON image_digests (image_id);
+    """,
 ]
