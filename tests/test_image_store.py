@@ -198,8 +198,16 @@ def test_removing_an_image_keeps_the_layers_another_one_uses(tmp_path: Path) -> 
     with pytest.raises(NotFound):
         world.store.get("127.0.0.1:5000/app1:1")
     assert world.store.get("127.0.0.1:5000/app2:1").layers[0].is_file()
-    tables = ("images", "image_layers", "image_tags", "image_digests", "layers")
-    counts = [world.db.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables]
+    counts = [
+        world.db.conn.execute(query).fetchone()[0]
+        for query in (
+            "SELECT count(*) FROM images",
+            "SELECT count(*) FROM image_layers",
+            "SELECT count(*) FROM image_tags",
+            "SELECT count(*) FROM image_digests",
+            "SELECT count(*) FROM layers",
+        )
+    ]
     assert counts == [1, 2, 1, 1, 2]
 
 
