@@ -255,7 +255,7 @@ def _json(data: bytes, ref: Reference) -> dict[str, Any]:
     try:
         body = json.loads(data)
     except ValueError:
-        raise InvalidManifest(f"{ref.familiar}: the registry served a manifest that is not JSON") from None
+        raise InvalidManifest(f"{ref.familiar}: the manifest is not JSON") from None
     if not isinstance(body, dict):
         raise InvalidManifest(f"{ref.familiar}: the manifest is not a JSON object")
     if body.get("schemaVersion") != 2:
@@ -281,9 +281,7 @@ def _descriptor(item: Any, ref: Reference) -> oci.Descriptor:
     return oci.Descriptor(media_type if isinstance(media_type, str) else "", digest, size)
 
 
-def _pick_platform(
-    ref: Reference, index: dict[str, Any], platform: oci.Platform
-) -> oci.Descriptor:
+def _pick_platform(ref: Reference, index: dict[str, Any], platform: oci.Platform) -> oci.Descriptor:
     """The index entry for `platform` (variant must match when both name one)."""
     offered: list[str] = []
     for item in _list(index, "manifests", ref):

@@ -81,9 +81,7 @@ async def fetch_token(
     if response.status_code in (401, 403):
         raise unauthorized(host, auth)
     if response.status_code != 200:
-        raise RegistryUnavailable(
-            f"the token server of {host} answered {response.status_code}"
-        )
+        raise RegistryUnavailable(f"the token server of {host} answered {response.status_code}")
     try:
         body = response.json()
         token = body.get("token") or body.get("access_token")
@@ -106,4 +104,3 @@ def describe_error(exc: httpx.HTTPError) -> str:
         return "timed out"
     text = str(exc).strip().splitlines()
     return text[-1] if text and text[-1] else type(exc).__name__
-
