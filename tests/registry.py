@@ -1,0 +1,393 @@
+"""A real registry (Debian's docker-registry) inside a test's namespace, and test images.
+
+Images are built offline from real content (busybox-static, or a Debian rootfs made by
+mmdebstrap) into OCI layouts with umoci, cached in /var/cache/hypr-tests/ keyed by a hash of
+their recipe, and pushed with skopeo run inside the namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypr.sandbox import in_ns, sh
+
+CACHE = Path(os.environ.get("HYPR_TEST_CACHE", "/var/cache/hypr-tests"))
+BUSYBOX = Path("/bin/busybox")
+APPLETS = ("sh", "ls", "cat", "id", "echo", "env", "pwd", "sleep", "stat", "test", "true")
+PROBE = Path(__file__).with_name("registry_probe.py")
+
+
+@dataclass
+class Registry:
+    """A running registry: its address inside the namespace, storage and access log."""
+
+    netns: str
+    root: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def storage(self) -> Path:
+        return self.root / "storage"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "registry.log"
+
+    def blob_path(self, digest: str) -> Path:
+        """Where the registry keeps a blob's bytes (so tests can corrupt one)."""
+        hexd = digest.removeprefix("sha256:")
+        return self.storage / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+
+    def blob_gets(self) -> list[str]:
+        """Digests of the blobs it served with a GET (200), in order, from its access log."""
+        pattern = re.compile(r'"GET /v2/\S+/blobs/(sha256:[0-9a-f]{64}) HTTP/[\d.]+" 200 ')
+        return pattern.findall(self.log_path.read_text(errors="replace"))
+
+    def push(self, layout: Path, tag: str, name: str, creds: str | None = None) -> str:
+        """Push `oci:layout:tag` (all platforms of an index) as NAME:TAG; returns the ref."""
+        dest = f"{self.host}/{name}:{tag}"
+        args = ["skopeo", "--insecure-policy", "copy", "--all", "--dest-tls-verify=false"]
+        if creds:
+            args += ["--dest-creds", creds]
+        in_ns(self.netns, *args, f"oci:{layout}:{tag}", f"docker://{dest}")
+        return dest
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+def start_registry(
+    netns: str, root: Path, htpasswd: dict[str, str] | None = None, port: int = 5000
+) -> Registry:
+    """docker-registry on 127.0.0.1:port inside `netns`; it dies with the namespace."""
+    root.mkdir(parents=True, exist_ok=True)
+    auth = ""
+    if htpasswd:
+        lines = [
+            sh("htpasswd", "-nbB", user, password).stdout.strip()
+            for user, password in htpasswd.items()
+        ]
+        (root / "htpasswd").write_text("\n".join(lines) + "\n")
+        auth = f"auth:\n  htpasswd:\n    realm: hypr-test\n    path: {root / 'htpasswd'}\n"
+    (root / "config.yml").write_text(
+        "version: 0.1\n"
+        "log:\n  level: info\n  accesslog:\n    disabled: false\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'storage'}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n" + auth
+    )
+    with (root / "registry.log").open("ab") as log:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, "docker-registry", "serve", str(root / "config.yml")],
+            stdout=log,
+            stderr=log,
+        )
+    registry = Registry(netns, root, port, proc)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"docker-registry exited:\n{registry.log_path.read_text()}")
+        code = in_ns(
+            netns,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            f"http://{registry.host}/v2/",
+            check=False,
+        ).stdout
+        if code in ("200", "401"):
+            return registry
+        time.sleep(0.05)
+    registry.stop()
+    raise RuntimeError("docker-registry did not answer on /v2/")
+
+
+def probe(netns: str, *args: str, password: str | None = None) -> dict[str, object]:
+    """Run the registry client inside the namespace (tests/registry_probe.py) -> its JSON."""
+    result = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, str(PROBE), *args],
+        input=password or "",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"probe failed: {result.stderr}")
+    return dict(json.loads(result.stdout))
+
+
+# ---- images ---------------------------------------------------------------------------
+
+
+def cached(name: str, recipe: str, build: Callable[[Path], None]) -> Path:
+    """The OCI layout built by `build(dir)`, made once per recipe and kept in CACHE."""
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    final = CACHE / f"{name}-{key}"
+    if final.is_dir():
+        return final
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=CACHE) as work:
+        made = Path(work) / "out"
+        build(made)
+        with contextlib.suppress(OSError):  # another run built it meanwhile: keep theirs
+            made.rename(final)
+    return final
+
+
+def _entry(
+    name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, uid: int = 0, gid: int = 0
+) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.uid, info.gid, info.mtime = kind, mode, uid, gid, 1_700_000_000
+    return info
+
+
+def _layer(path: Path, entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in entries:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _dir(name: str, mode: int = 0o755) -> tuple[tarfile.TarInfo, None]:
+    return _entry(name, tarfile.DIRTYPE, mode), None
+
+
+def _file(
+    name: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
+) -> tuple[tarfile.TarInfo, bytes]:
+    return _entry(name, mode=mode, uid=uid, gid=gid), data
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, None]:
+    info = _entry(name, kind, 0o777 if kind == tarfile.SYMTYPE else 0o644)
+    info.linkname = target
+    return info, None
+
+
+def _umoci(*args: str) -> None:
+    sh("umoci", *args)
+
+
+def _add_index(layout: Path, tag: str, platforms: dict[str, str]) -> None:
+    """Tag an OCI image index in `layout` whose entries are the manifests of tags by arch."""
+    top = json.loads((layout / "index.json").read_text())
+    by_tag = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in top["manifests"]}
+    entries = [
+        {
+            **{k: v for k, v in by_tag[t].items() if k != "annotations"},
+            "platform": {"os": "linux", "architecture": arch},
+        }
+        for arch, t in platforms.items()
+    ]
+    blob = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
+        }
+    ).encode()
+    digest = hashlib.sha256(blob).hexdigest()
+    (layout / "blobs/sha256" / digest).write_bytes(blob)
+    top["manifests"].append(
+        {
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": f"sha256:{digest}",
+            "size": len(blob),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }
+    )
+    (layout / "index.json").write_text(json.dumps(top))
+
+
+BUSYBOX_CONFIG = {
+    "--config.entrypoint": ["/bin/sh", "-c"],
+    "--config.cmd": ["echo hello from busybox_layers"],
+    "--config.env": ["PATH=/bin", "GREETING=hello"],
+    "--config.workingdir": ["/data"],
+    "--config.user": ["app"],
+    "--config.exposedports": ["8080/tcp", "53/udp"],
+    "--config.label": ["org.hypr.test=busybox_layers"],
+    "--config.stopsignal": ["SIGQUIT"],
+}
+
+
+def _build_busybox_layers(layout: Path) -> None:
+    """Tags: `latest` (amd64, 2 layers), `arm64` (one layer, arm64), `multi` (index of
+    both), `armonly` (index with only linux/arm64)."""
+    work = layout.with_name("work")
+    work.mkdir()
+    passwd = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
+    group = b"root:x:0:\napp:x:1000:\nstaff:x:50:app\n"
+    base = _layer(
+        work / "base.tar",
+        [
+            _dir("bin"),
+            _dir("etc"),
+            _dir("tmp", 0o1777),
+            _dir("data"),
+            _dir("home"),
+            _dir("home/app"),
+            _dir("opaque"),
+            _dir("dev"),
+            _file("bin/busybox", BUSYBOX.read_bytes(), 0o755),
+            *[_link(f"bin/{a}", "busybox") for a in APPLETS],
+            _file("etc/passwd", passwd),
+            _file("etc/group", group),
+            _file("data/gone.txt", b"deleted by the upper layer\n"),
+            _file("data/file", b"hard linked\n"),
+            _file("opaque/old", b"hidden by an opaque dir\n"),
+        ],
+    )
+    xattr = _entry("data/xattr")
+    xattr.pax_headers = {"SCHILY.xattr.user.hypr": "yes"}
+    device = _entry("dev/null0", tarfile.CHRTYPE, 0o666)
+    device.devmajor, device.devminor = 1, 3
+    top = _layer(
+        work / "top.tar",
+        [
+            _file("data/.wh.gone.txt", b""),
+            _dir("opaque"),
+            _file("opaque/.wh..wh..opq", b""),
+            _file("opaque/new", b"upper\n"),
+            _file("etc/motd", b"two layers\n"),
+            _link("data/motd", "/etc/motd"),
+            _link("data/hard", "data/file", tarfile.LNKTYPE),
+            (device, None),
+            (xattr, b"with an xattr\n"),
+            _file("data/suid", b"#!/bin/sh\n", 0o4755, 1000, 1000),
+            _file("data/odd", b"odd owner\n", 0o640, 123, 456),
+        ],
+    )
+    _umoci("init", "--layout", str(layout))
+    _umoci("new", "--image", f"{layout}:latest")
+    _umoci("raw", "add-layer", "--image", f"{layout}:latest", str(base))
+    _umoci("raw", "add-layer", "--image", f"{layout}:latest", str(top))
+    flags = [f"{flag}={value}" for flag, values in BUSYBOX_CONFIG.items() for value in values]
+    _umoci(
+        "config", "--image", f"{layout}:latest", "--os", "linux", "--architecture", "amd64", *flags
+    )
+    _umoci("new", "--image", f"{layout}:arm64")
+    _umoci("raw", "add-layer", "--image", f"{layout}:arm64", str(base))
+    _umoci("config", "--image", f"{layout}:arm64", "--os", "linux", "--architecture", "arm64")
+    _add_index(layout, "multi", {"amd64": "latest", "arm64": "arm64"})
+    _add_index(layout, "armonly", {"arm64": "arm64"})
+
+
+def busybox_layers() -> Path:
+    """The cached OCI layout of the small busybox test image (see _build_busybox_layers)."""
+    source = inspect.getsource(_build_busybox_layers) + repr(BUSYBOX_CONFIG) + repr(APPLETS)
+    recipe = source + hashlib.sha256(BUSYBOX.read_bytes()).hexdigest()
+    return cached("busybox_layers", recipe, _build_busybox_layers)
+
+
+DEBIAN_SUITE = "bookworm"
+DEBIAN_INCLUDE = "python3-minimal"
+_PYTHON_PATHS = (
+    "usr/lib/python3",
+    "usr/bin/python3",
+    "usr/share/doc/python3",
+    "usr/share/doc/libpython3",
+    "usr/lib/x86_64-linux-gnu/libpython3",
+)
+
+
+def _build_debian_rootfs(out: Path) -> None:
+    out.mkdir()
+    sh(
+        "mmdebstrap",
+        "--quiet",
+        "--variant=essential",
+        f"--include={DEBIAN_INCLUDE}",
+        DEBIAN_SUITE,
+        str(out / "rootfs.tar"),
+    )
+
+
+def debian_rootfs() -> Path:
+    """A Debian rootfs tar (mmdebstrap essential + python3-minimal), cached; part G boots
+    it directly, `debian_image` layers it."""
+    recipe = f"mmdebstrap essential {DEBIAN_SUITE} {DEBIAN_INCLUDE}"
+    return cached("debian-rootfs", recipe, _build_debian_rootfs) / "rootfs.tar"
+
+
+def _split_debian(rootfs: Path, work: Path) -> list[Path]:
+    """The rootfs as two layers: the base system, then Python (hard links stay with their
+    target's layer)."""
+    paths = [work / "system.tar", work / "python.tar"]
+    where: dict[str, int] = {}
+    with tarfile.open(rootfs) as src, contextlib.ExitStack() as stack:
+        outs = [stack.enter_context(tarfile.open(p, "w", format=tarfile.PAX_FORMAT)) for p in paths]
+        for member in src:
+            name = member.name.removeprefix("./")
+            if member.islnk():
+                layer = where.get(member.linkname.removeprefix("./"), 0)
+            else:
+                layer = int(name.startswith(_PYTHON_PATHS) and not member.isdir())
+            where[name] = layer
+            outs[layer].addfile(member, src.extractfile(member) if member.isreg() else None)
+    return paths
+
+
+def _build_debian(layout: Path) -> None:
+    work = layout.with_name("work")
+    work.mkdir()
+    app = _layer(
+        work / "app.tar",
+        [
+            _dir("app"),
+            _file("app/hello.py", b"print('hello from debian')\n"),
+            _file("etc/.wh.motd", b""),
+        ],
+    )
+    _umoci("init", "--layout", str(layout))
+    _umoci("new", "--image", f"{layout}:latest")
+    for tar in [*_split_debian(debian_rootfs(), work), app]:
+        _umoci("raw", "add-layer", "--image", f"{layout}:latest", str(tar))
+    _umoci(
+        "config",
+        "--image",
+        f"{layout}:latest",
+        "--os",
+        "linux",
+        "--architecture",
+        "amd64",
+        "--config.cmd=python3",
+        "--config.cmd=/app/hello.py",
+        "--config.workingdir=/app",
+        "--config.env=PATH=/usr/local/bin:/usr/bin:/bin",
+        "--config.env=LANG=C.UTF-8",
+    )
+
+
+def debian_image() -> Path:
+    """The cached OCI layout (tag `latest`) of Debian in three layers: system, Python, app."""
+    recipe = inspect.getsource(_build_debian) + inspect.getsource(_split_debian)
+    recipe += f"{DEBIAN_SUITE} {DEBIAN_INCLUDE} {_PYTHON_PATHS}"
+    return cached("debian", recipe, _build_debian)
