@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from hypr.sandbox import BIN, Hyprd, create_netns, delete_netns, in_ns, sh
+from tests.registry import Registry, busybox_layers, start_registry
 
 __all__ = ["BIN", "Hyprd", "in_ns", "sh"]
 
@@ -94,3 +95,33 @@ def nft_set_elements(ruleset: list[dict[str, Any]], name: str) -> list[Any]:
         if s and s["table"] == "hypr" and s["name"] == name:
             return list(s.get("elem", []))
     raise KeyError(name)
+
+
+@pytest.fixture
+def registry_factory(
+    make_netns: Callable[[], str], tmp_path: Path
+) -> Iterator[Callable[..., Registry]]:
+    """Start docker-registry servers (in a new namespace unless one is given); all stop at
+    the end of the test, before their namespaces go."""
+    started: list[Registry] = []
+
+    def make(netns: str | None = None, htpasswd: dict[str, str] | None = None) -> Registry:
+        root = tmp_path / f"registry{len(started)}"
+        started.append(start_registry(netns or make_netns(), root, htpasswd))
+        return started[-1]
+
+    yield make
+    for registry in started:
+        registry.stop()
+
+
+@pytest.fixture
+def registry(registry_factory: Callable[..., Registry]) -> Registry:
+    """An open registry (no authentication) on 127.0.0.1:5000 in its own namespace."""
+    return registry_factory()
+
+
+@pytest.fixture(scope="session")
+def busybox_image() -> Path:
+    """OCI layout of the small two-layer busybox image; tags latest, arm64, multi, armonly."""
+    return busybox_layers()

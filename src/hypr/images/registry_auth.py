@@ -8,6 +8,7 @@ credentials on every request. Passwords never appear in a repr, a log or an erro
 from __future__ import annotations
 
 import base64
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -98,9 +99,28 @@ def unauthorized(host: str, auth: RegistryAuth | None) -> Unauthorized:
     return Unauthorized(f"wrong user name or password for {host}")
 
 
-def describe_error(exc: httpx.HTTPError) -> str:
-    """What went wrong in a few words; httpx's messages carry no credentials."""
+def describe_error(exc: BaseException) -> str:
+    """What went wrong in a few words (`connection refused`, `timed out`); httpx's
+    messages carry no credentials."""
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
+    cause = _os_error(exc)
+    if cause is not None and cause.errno is not None:
+        reason = os.strerror(cause.errno)
+        return reason[0].lower() + reason[1:]
     text = str(exc).strip().splitlines()
     return text[-1] if text and text[-1] else type(exc).__name__
+
+
+def _os_error(exc: BaseException | None, depth: int = 0) -> OSError | None:
+    """The operating system's error under an httpx/anyio error, if there is one."""
+    if exc is None or depth > 8:
+        return None
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _os_error(inner, depth + 1)
+            if found is not None:
+                return found
+    return _os_error(exc.__cause__ or exc.__context__, depth + 1)

@@ -1,0 +1,80 @@
+"""Runs the registry client inside a test's namespace and prints what it got as JSON.
+
+The test process lives in the root namespace and must not talk to the namespace's registry
+itself, so tests run this with `ip netns exec` (see tests/registry.py `probe`). The password,
+if any, comes on stdin, never on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import sys
+
+from hypr.errors import HyprError
+from hypr.images.oci import Platform, host_platform
+from hypr.images.reference import parse_reference
+from hypr.images.registry import RegistryAuth, RegistryClient
+
+
+async def _resolve(client: RegistryClient, args: argparse.Namespace) -> dict[str, object]:
+    ref = parse_reference(args.ref)
+    platform = Platform(*args.platform.split("/")) if args.platform else host_platform()
+    image = await client.resolve(ref, platform)
+    result: dict[str, object] = {
+        "reference": str(image.reference),
+        "digest": image.digest,
+        "manifest_digest": image.manifest_digest,
+        "media_type": image.manifest_media_type,
+        "config": json.loads(image.config),
+        "config_digest": image.config_descriptor.digest,
+        "layers": [
+            {"digest": d.digest, "size": d.size, "media_type": d.media_type} for d in image.layers
+        ],
+    }
+    if args.blobs:
+        blobs: dict[str, dict[str, object]] = {}
+        for desc in image.layers:
+            sha, size = hashlib.sha256(), 0
+            async for chunk in client.stream_blob(ref, desc):
+                sha.update(chunk)
+                size += len(chunk)
+            blobs[desc.digest] = {"sha256": f"sha256:{sha.hexdigest()}", "size": size}
+        result["blobs"] = blobs
+    return result
+
+
+async def _main(args: argparse.Namespace) -> dict[str, object]:
+    auth = RegistryAuth(args.user, sys.stdin.read().rstrip("\n")) if args.user else None
+    async with RegistryClient(auth, insecure=args.insecure) as client:
+        if args.command == "login":
+            await client.check_login(args.ref)
+            return {"ok": True}
+        return {"ok": True, **await _resolve(client, args)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", choices=["resolve", "login"])
+    parser.add_argument("ref")
+    parser.add_argument("--user")
+    parser.add_argument("--platform")
+    parser.add_argument("--blobs", action="store_true")
+    parser.add_argument("--insecure", action="append", default=[])
+    args = parser.parse_args()
+    try:
+        result = asyncio.run(_main(args))
+    except HyprError as exc:
+        result = {
+            "ok": False,
+            "error": type(exc).__name__,
+            "status": exc.status,
+            "message": exc.message,
+        }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

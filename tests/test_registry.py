@@ -1,0 +1,147 @@
+"""The registry client against Debian's docker-registry in a namespace the test made.
+
+The client runs inside the namespace (tests/registry_probe.py under `ip netns exec`); the
+registry's storage and access log are read back from the host side.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.registry import Registry, probe
+
+USERS = {"alice": "s3cret-Pa55"}
+
+
+def test_resolve_and_stream_a_multi_layer_image(registry: Registry, busybox_image: Path) -> None:
+    ref = registry.push(busybox_image, "latest", "team/bb")
+    got = probe(registry.netns, "resolve", ref, "--blobs")
+    assert got["ok"], got
+    assert got["reference"] == ref
+    assert got["media_type"] == "application/vnd.oci.image.manifest.v1+json"
+    assert got["digest"] == got["manifest_digest"]
+    layers = got["layers"]
+    assert isinstance(layers, list) and len(layers) == 2
+    blobs = got["blobs"]
+    assert isinstance(blobs, dict)
+    for layer in layers:
+        assert blobs[layer["digest"]] == {"sha256": layer["digest"], "size": layer["size"]}
+    config = got["config"]
+    assert isinstance(config, dict)
+    assert config["config"]["Entrypoint"] == ["/bin/sh", "-c"]
+    assert config["config"]["User"] == "app"
+    assert len(config["rootfs"]["diff_ids"]) == 2
+    served = registry.blob_gets()
+    assert {layer["digest"] for layer in layers} <= set(served)
+    assert got["config_digest"] in served
+
+
+def test_an_index_gives_the_host_platform_or_the_one_asked(
+    registry: Registry, busybox_image: Path
+) -> None:
+    latest = probe(registry.netns, "resolve", registry.push(busybox_image, "latest", "bb"))
+    ref = registry.push(busybox_image, "multi", "bb")
+    index = json.loads((busybox_image / "index.json").read_text())
+    index_digest = next(
+        m["digest"]
+        for m in index["manifests"]
+        if m["annotations"]["org.opencontainers.image.ref.name"] == "multi"
+    )
+    amd64 = probe(registry.netns, "resolve", ref)
+    assert amd64["digest"] == index_digest  # the repo digest is the index's
+    assert amd64["manifest_digest"] == latest["manifest_digest"]
+    assert amd64["config"]["architecture"] == "amd64"  # type: ignore[index]
+    arm64 = probe(registry.netns, "resolve", ref, "--platform", "linux/arm64")
+    assert arm64["config"]["architecture"] == "arm64"  # type: ignore[index]
+    assert len(arm64["layers"]) == 1  # type: ignore[arg-type]
+
+
+def test_an_index_for_another_platform_only_is_refused(
+    registry: Registry, busybox_image: Path
+) -> None:
+    ref = registry.push(busybox_image, "armonly", "bb")
+    got = probe(registry.netns, "resolve", ref)
+    assert got == {
+        "ok": False,
+        "error": "PlatformNotFound",
+        "status": 404,
+        "message": f"no linux/amd64 image in {ref}, it has linux/arm64",
+    }
+
+
+def test_unknown_repository_and_tag(registry: Registry, busybox_image: Path) -> None:
+    registry.push(busybox_image, "latest", "bb")
+    for ref in (f"{registry.host}/bb:nope", f"{registry.host}/nothing:1"):
+        got = probe(registry.netns, "resolve", ref)
+        assert got["error"] == "ImageNotFound" and got["status"] == 404, got
+        assert got["message"] == f"manifest for {ref} not found: manifest unknown"
+    pinned = f"{registry.host}/bb@sha256:{'0' * 64}"
+    assert probe(registry.netns, "resolve", pinned)["status"] == 404
+
+
+def test_basic_auth_right_wrong_and_missing(
+    registry_factory: Callable[..., Registry], busybox_image: Path
+) -> None:
+    registry = registry_factory(htpasswd=USERS)
+    ref = registry.push(busybox_image, "latest", "bb", creds="alice:" + USERS["alice"])
+    ns = registry.netns
+    good = probe(ns, "resolve", ref, "--blobs", "--user", "alice", password=USERS["alice"])
+    assert good["ok"], good
+    assert probe(ns, "login", registry.host, "--user", "alice", password=USERS["alice"]) == {
+        "ok": True
+    }
+    for args in (["resolve", ref], ["login", registry.host]):
+        wrong = probe(ns, *args, "--user", "alice", password="not-" + USERS["alice"])
+        assert wrong == {
+            "ok": False,
+            "error": "Unauthorized",
+            "status": 401,
+            "message": f"wrong user name or password for {registry.host}",
+        }
+        missing = probe(ns, *args)
+        assert missing["status"] == 401
+        assert missing["message"] == (
+            f"authentication required for {registry.host}: run `hypr login {registry.host}`"
+        )
+    assert USERS["alice"] not in registry.log_path.read_text()
+
+
+def test_a_registry_that_is_down(registry: Registry, busybox_image: Path) -> None:
+    ref = registry.push(busybox_image, "latest", "bb")
+    registry.stop()
+    got = probe(registry.netns, "resolve", ref)
+    assert got["error"] == "RegistryUnavailable" and got["status"] == 502, got
+    message = got["message"]
+    assert isinstance(message, str) and "\n" not in message
+    assert message.startswith(f"cannot reach registry {registry.host}: ")
+    assert "refused" in message.lower()
+
+
+def test_a_corrupted_config_blob_is_refused(registry: Registry, busybox_image: Path) -> None:
+    ref = registry.push(busybox_image, "latest", "bb")
+    config_digest = probe(registry.netns, "resolve", ref)["config_digest"]
+    assert isinstance(config_digest, str)
+    stored = registry.blob_path(config_digest)
+    data = stored.read_bytes()
+    stored.write_bytes(data.replace(b'"User":"app"', b'"User":"bad"'))
+    got = probe(registry.netns, "resolve", ref)
+    assert got["error"] == "DigestMismatch" and got["status"] == 502, got
+    assert got["message"] == f"config of {ref} does not match its digest {config_digest}"
+
+
+@pytest.mark.parametrize("insecure", [False, True])
+def test_https_unless_loopback_or_listed(insecure: bool) -> None:
+    from hypr.images.registry import RegistryClient
+
+    listed = ["registry.lan:5000"] if insecure else []
+    client = RegistryClient(insecure=listed)
+    assert client.base_url("127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert client.base_url("localhost:5000") == "http://localhost:5000"
+    assert client.base_url("[::1]:5000") == "http://[::1]:5000"
+    assert client.base_url("registry-1.docker.io") == "https://registry-1.docker.io"
+    scheme = "http" if insecure else "https"
+    assert client.base_url("registry.lan:5000") == f"{scheme}://registry.lan:5000"
