@@ -87,6 +87,15 @@ def normalise_registry(host: str) -> str:
     return _REGISTRY_ALIASES.get(host, host)
 
 
+def parse_registry(text: str) -> str:
+    """A registry address as `hypr login` takes it (`host[:port]`, an https:// URL or
+    Docker Hub's index URL), normalised; anything else raises InvalidArgument."""
+    host = normalise_registry(text.strip())
+    if not host or not _DOMAIN.match(host):
+        raise InvalidArgument(f"invalid registry address: {text!r}")
+    return host
+
+
 def parse_reference(text: str) -> Reference:
     """Parse what a user typed; malformed references raise InvalidArgument with one line."""
     if not text or text != text.strip():
