@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from hypr.sandbox import BIN, Hyprd, create_netns, delete_netns, in_ns, sh
-from tests.registry import Registry, busybox_layers, start_registry
+from tests.registry import Registry, busybox_layers, start_registry, start_token_server
 
 __all__ = ["BIN", "Hyprd", "in_ns", "sh"]
 
@@ -101,13 +101,23 @@ def nft_set_elements(ruleset: list[dict[str, Any]], name: str) -> list[Any]:
 def registry_factory(
     make_netns: Callable[[], str], tmp_path: Path
 ) -> Iterator[Callable[..., Registry]]:
-    """Start docker-registry servers (in a new namespace unless one is given); all stop at
-    the end of the test, before their namespaces go."""
+    """Start docker-registry servers (in a new namespace unless one is given), open, with
+    htpasswd users (basic auth) or with token users (bearer auth through a token server in
+    the same namespace; `public` repositories pull anonymously). All stop at the end."""
     started: list[Registry] = []
 
-    def make(netns: str | None = None, htpasswd: dict[str, str] | None = None) -> Registry:
+    def make(
+        netns: str | None = None,
+        htpasswd: dict[str, str] | None = None,
+        token_users: dict[str, str] | None = None,
+        public: tuple[str, ...] = (),
+    ) -> Registry:
+        ns = netns or make_netns()
         root = tmp_path / f"registry{len(started)}"
-        started.append(start_registry(netns or make_netns(), root, htpasswd))
+        token = None
+        if token_users is not None:
+            token = start_token_server(ns, root / "token", token_users, public)
+        started.append(start_registry(ns, root, htpasswd, token=token))
         return started[-1]
 
     yield make

@@ -29,6 +29,111 @@ CACHE = Path(os.environ.get("HYPR_TEST_CACHE", "/var/cache/hypr-tests"))
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "ls", "cat", "id", "echo", "env", "pwd", "sleep", "stat", "test", "true")
 PROBE = Path(__file__).with_name("registry_probe.py")
+TOKEN_SERVER = Path(__file__).with_name("token_server.py")
+TOKEN_SERVICE = "hypr-test-registry"
+TOKEN_ISSUER = "hypr-test-token-issuer"
+
+
+@dataclass
+class TokenServer:
+    """tests/token_server.py in a namespace: the realm a token-auth registry sends to."""
+
+    netns: str
+    root: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+    service: str = TOKEN_SERVICE
+    issuer: str = TOKEN_ISSUER
+
+    @property
+    def realm(self) -> str:
+        return f"http://127.0.0.1:{self.port}/token"
+
+    @property
+    def cert(self) -> Path:
+        return self.root / "cert.pem"
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self.proc.wait(10)
+
+    def requests(self) -> list[dict[str, object]]:
+        """The token requests it answered, in order: path, scope list, account."""
+        lines = (self.root / "requests.log").read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
+
+def start_token_server(
+    netns: str, root: Path, users: dict[str, str], public: tuple[str, ...] = (), port: int = 5001
+) -> TokenServer:
+    """A token server with a fresh RSA key and self-signed certificate; `public`
+    repositories may be pulled anonymously."""
+    root.mkdir(parents=True, exist_ok=True)
+    sh(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=hypr-test-token",
+        "-keyout",
+        str(root / "key.pem"),
+        "-out",
+        str(root / "cert.pem"),
+    )
+    (root / "users.json").write_text(json.dumps(users))
+    (root / "requests.log").write_text("")
+    args = [
+        "--port",
+        str(port),
+        "--key",
+        str(root / "key.pem"),
+        "--cert",
+        str(root / "cert.pem"),
+        "--users",
+        str(root / "users.json"),
+        "--issuer",
+        TOKEN_ISSUER,
+        "--service",
+        TOKEN_SERVICE,
+        "--log",
+        str(root / "requests.log"),
+    ]
+    for name in public:
+        args += ["--public", name]
+    with (root / "server.log").open("ab") as log:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, sys.executable, str(TOKEN_SERVER), *args],
+            stdout=log,
+            stderr=log,
+        )
+    server = TokenServer(netns, root, port, proc)
+    _wait_http(netns, f"http://127.0.0.1:{port}/health", ("404",), proc, root / "server.log")
+    (root / "requests.log").write_text("")
+    return server
+
+
+def _wait_http(
+    netns: str, url: str, codes: tuple[str, ...], proc: subprocess.Popen[bytes], log: Path
+) -> None:
+    """Until `url` answers one of `codes` inside the namespace; fails if `proc` dies."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited:\n{log.read_text(errors='replace')}")
+        code = in_ns(
+            netns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url, check=False
+        ).stdout
+        if code in codes:
+            return
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"{url} did not answer")
 
 
 @dataclass
@@ -39,6 +144,7 @@ class Registry:
     root: Path
     port: int
     proc: subprocess.Popen[bytes]
+    token: TokenServer | None = None  # the token server of a bearer-auth registry
 
     @property
     def host(self) -> str:
@@ -75,12 +181,19 @@ class Registry:
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         self.proc.wait(10)
+        if self.token is not None:
+            self.token.stop()
 
 
 def start_registry(
-    netns: str, root: Path, htpasswd: dict[str, str] | None = None, port: int = 5000
+    netns: str,
+    root: Path,
+    htpasswd: dict[str, str] | None = None,
+    port: int = 5000,
+    token: TokenServer | None = None,
 ) -> Registry:
-    """docker-registry on 127.0.0.1:port inside `netns`; it dies with the namespace."""
+    """docker-registry on 127.0.0.1:port inside `netns`, open, with htpasswd (basic auth)
+    or with a token server (bearer auth); it dies with the namespace."""
     root.mkdir(parents=True, exist_ok=True)
     auth = ""
     if htpasswd:
@@ -90,6 +203,11 @@ def start_registry(
         ]
         (root / "htpasswd").write_text("\n".join(lines) + "\n")
         auth = f"auth:\n  htpasswd:\n    realm: hypr-test\n    path: {root / 'htpasswd'}\n"
+    elif token is not None:
+        auth = (
+            f"auth:\n  token:\n    realm: {token.realm}\n    service: {token.service}\n"
+            f"    issuer: {token.issuer}\n    rootcertbundle: {token.cert}\n"
+        )
     (root / "config.yml").write_text(
         "version: 0.1\n"
         "log:\n  level: info\n  accesslog:\n    disabled: false\n"
@@ -103,27 +221,9 @@ def start_registry(
             stdout=log,
             stderr=log,
         )
-    registry = Registry(netns, root, port, proc)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"docker-registry exited:\n{registry.log_path.read_text()}")
-        code = in_ns(
-            netns,
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            f"http://{registry.host}/v2/",
-            check=False,
-        ).stdout
-        if code in ("200", "401"):
-            return registry
-        time.sleep(0.05)
-    registry.stop()
-    raise RuntimeError("docker-registry did not answer on /v2/")
+    registry = Registry(netns, root, port, proc, token)
+    _wait_http(netns, f"http://{registry.host}/v2/", ("200", "401"), proc, registry.log_path)
+    return registry
 
 
 def probe(netns: str, *args: str, password: str | None = None) -> dict[str, object]:

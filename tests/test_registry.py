@@ -145,3 +145,34 @@ def test_https_unless_loopback_or_listed(insecure: bool) -> None:
     assert client.base_url("registry-1.docker.io") == "https://registry-1.docker.io"
     scheme = "http" if insecure else "https"
     assert client.base_url("registry.lan:5000") == f"{scheme}://registry.lan:5000"
+
+
+def test_token_auth_anonymous_and_with_credentials(
+    registry_factory: Callable[..., Registry], busybox_image: Path
+) -> None:
+    registry = registry_factory(token_users=USERS, public=("pub",))
+    token = registry.token
+    assert token is not None
+    creds = "alice:" + USERS["alice"]
+    public = registry.push(busybox_image, "latest", "pub", creds=creds)
+    private = registry.push(busybox_image, "latest", "priv", creds=creds)
+    ns, start = registry.netns, len(token.requests())
+
+    anonymous = probe(ns, "resolve", public, "--blobs")
+    assert anonymous["ok"], anonymous
+    # One token for the scope serves the manifest, the config and both layers.
+    assert token.requests()[start:] == [
+        {"path": "/token", "scope": ["repository:pub:pull"], "account": None}
+    ]
+    assert probe(ns, "resolve", private)["message"] == (
+        f"authentication required for {registry.host}: run `hypr login {registry.host}`"
+    )
+    user = ["--user", "alice"]
+    assert probe(ns, "resolve", private, "--blobs", *user, password=USERS["alice"])["ok"]
+    assert probe(ns, "login", registry.host, *user, password=USERS["alice"]) == {"ok": True}
+    for args in (["resolve", private], ["login", registry.host]):
+        wrong = probe(ns, *args, *user, password="nope")
+        assert (wrong["status"], wrong["message"]) == (
+            401,
+            f"wrong user name or password for {registry.host}",
+        )
