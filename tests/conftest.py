@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 
 from hypr.sandbox import BIN, Hyprd, create_netns, delete_netns, in_ns, sh
-from tests.registry import Registry, busybox_layers, start_registry, start_token_server
+from tests.registry import (
+    Registry,
+    busybox_layers,
+    debian_image,
+    start_registry,
+    start_token_server,
+)
 
 __all__ = ["BIN", "Hyprd", "in_ns", "sh"]
 
@@ -135,3 +141,9 @@ def registry(registry_factory: Callable[..., Registry]) -> Registry:
 def busybox_image() -> Path:
     """OCI layout of the small two-layer busybox image; tags latest, arm64, multi, armonly."""
     return busybox_layers()
+
+
+@pytest.fixture(scope="session")
+def debian_oci() -> Path:
+    """OCI layout (tag latest) of Debian bookworm in three layers: system, Python, app."""
+    return debian_image()

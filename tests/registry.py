@@ -8,6 +8,7 @@ their recipe, and pushed with skopeo run inside the namespace.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import inspect
 import io
@@ -168,13 +169,31 @@ class Registry:
         pattern = re.compile(r'"GET /v2/\S+/blobs/(sha256:[0-9a-f]{64}) HTTP/[\d.]+" 200 ')
         return pattern.findall(self.log_path.read_text(errors="replace"))
 
-    def push(self, layout: Path, tag: str, name: str, creds: str | None = None) -> str:
-        """Push `oci:layout:tag` (all platforms of an index) as NAME:TAG; returns the ref."""
-        dest = f"{self.host}/{name}:{tag}"
+    def push(
+        self,
+        layout: Path,
+        tag: str,
+        name: str,
+        creds: str | None = None,
+        docker_format: bool = False,
+        dest_tag: str | None = None,
+    ) -> str:
+        """Push `oci:layout:tag` (all platforms of an index) as NAME:TAG (or NAME:dest_tag);
+        `docker_format` converts it to Docker schema 2 media types. Returns the ref."""
+        dest = f"{self.host}/{name}:{dest_tag or tag}"
         args = ["skopeo", "--insecure-policy", "copy", "--all", "--dest-tls-verify=false"]
         if creds:
             args += ["--dest-creds", creds]
+        if docker_format:
+            args += ["--format", "v2s2"]
         in_ns(self.netns, *args, f"oci:{layout}:{tag}", f"docker://{dest}")
+        return dest
+
+    def push_verbatim(self, layout: Path, tag: str, name: str) -> str:
+        """Push image `tag` of the layout byte for byte (keeps plain-tar layers, which skopeo
+        would gzip); open registries only. Returns the ref."""
+        dest = f"{self.host}/{name}:{tag}"
+        probe(self.netns, "push", dest, "--layout", str(layout), "--tag", tag)
         return dest
 
     def stop(self) -> None:
@@ -338,9 +357,48 @@ BUSYBOX_CONFIG = {
 }
 
 
+def _recompress(layout: Path, source: str, tag: str, compression: str) -> None:
+    """Tag a copy of image `source` whose layers are plain tar (`tar`) or zstd (`zstd`)."""
+    blobs = layout / "blobs/sha256"
+    top = json.loads((layout / "index.json").read_text())
+    entry = next(
+        m
+        for m in top["manifests"]
+        if m["annotations"]["org.opencontainers.image.ref.name"] == source
+    )
+    manifest = json.loads((blobs / entry["digest"].removeprefix("sha256:")).read_bytes())
+    suffix = {"tar": "", "zstd": "+zstd"}[compression]
+    for layer in manifest["layers"]:
+        raw = gzip.decompress((blobs / layer["digest"].removeprefix("sha256:")).read_bytes())
+        if compression == "zstd":
+            raw = subprocess.run(
+                ["zstd", "-q", "-c"], input=raw, capture_output=True, check=True
+            ).stdout
+        digest = hashlib.sha256(raw).hexdigest()
+        (blobs / digest).write_bytes(raw)
+        layer.update(
+            mediaType=f"application/vnd.oci.image.layer.v1.tar{suffix}",
+            digest=f"sha256:{digest}",
+            size=len(raw),
+        )
+    data = json.dumps(manifest).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    (blobs / digest).write_bytes(data)
+    top["manifests"].append(
+        {
+            "mediaType": entry["mediaType"],
+            "digest": f"sha256:{digest}",
+            "size": len(data),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }
+    )
+    (layout / "index.json").write_text(json.dumps(top))
+
+
 def _build_busybox_layers(layout: Path) -> None:
-    """Tags: `latest` (amd64, 2 layers), `arm64` (one layer, arm64), `multi` (index of
-    both), `armonly` (index with only linux/arm64)."""
+    """Tags: `latest` (amd64, 2 gzip layers), `tar` and `zstd` (the same layers plain and
+    zstd-compressed), `arm64` (one layer, arm64), `multi` (index of amd64 and arm64),
+    `armonly` (index with only linux/arm64)."""
     work = layout.with_name("work")
     work.mkdir()
     passwd = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
@@ -393,6 +451,8 @@ def _build_busybox_layers(layout: Path) -> None:
     _umoci(
         "config", "--image", f"{layout}:latest", "--os", "linux", "--architecture", "amd64", *flags
     )
+    _recompress(layout, "latest", "tar", "tar")
+    _recompress(layout, "latest", "zstd", "zstd")
     _umoci("new", "--image", f"{layout}:arm64")
     _umoci("raw", "add-layer", "--image", f"{layout}:arm64", str(base))
     _umoci("config", "--image", f"{layout}:arm64", "--os", "linux", "--architecture", "arm64")

@@ -12,6 +12,9 @@ import asyncio
 import hashlib
 import json
 import sys
+from pathlib import Path
+
+import httpx
 
 from hypr.errors import HyprError
 from hypr.images.oci import Platform, host_platform
@@ -46,6 +49,41 @@ async def _resolve(client: RegistryClient, args: argparse.Namespace) -> dict[str
     return result
 
 
+def _push_verbatim(layout: Path, tag: str, dest: str) -> dict[str, object]:
+    """Upload an OCI layout's manifest and blobs byte for byte (skopeo would recompress an
+    uncompressed layer); only to an open registry."""
+    host, _, rest = dest.partition("/")
+    name, _, dest_tag = rest.rpartition(":")
+    blobs = layout / "blobs/sha256"
+    index = json.loads((layout / "index.json").read_text())
+    entry = next(
+        m
+        for m in index["manifests"]
+        if m["annotations"]["org.opencontainers.image.ref.name"] == tag
+    )
+    manifest = (blobs / entry["digest"].removeprefix("sha256:")).read_bytes()
+    body = json.loads(manifest)
+    with httpx.Client(base_url=f"http://{host}") as http:
+        for desc in [body["config"], *body["layers"]]:
+            start = http.post(f"/v2/{name}/blobs/uploads/")
+            start.raise_for_status()
+            data = (blobs / desc["digest"].removeprefix("sha256:")).read_bytes()
+            location = httpx.URL(start.headers["Location"])  # keeps the upload's _state
+            done = http.put(
+                location.copy_merge_params({"digest": desc["digest"]}),
+                content=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            done.raise_for_status()
+        put = http.put(
+            f"/v2/{name}/manifests/{dest_tag}",
+            content=manifest,
+            headers={"Content-Type": entry["mediaType"]},
+        )
+        put.raise_for_status()
+    return {"ok": True, "digest": entry["digest"]}
+
+
 async def _main(args: argparse.Namespace) -> dict[str, object]:
     auth = RegistryAuth(args.user, sys.stdin.read().rstrip("\n")) if args.user else None
     async with RegistryClient(auth, insecure=args.insecure) as client:
@@ -57,15 +95,20 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["resolve", "login"])
+    parser.add_argument("command", choices=["resolve", "login", "push"])
     parser.add_argument("ref")
+    parser.add_argument("--layout", type=Path)
+    parser.add_argument("--tag")
     parser.add_argument("--user")
     parser.add_argument("--platform")
     parser.add_argument("--blobs", action="store_true")
     parser.add_argument("--insecure", action="append", default=[])
     args = parser.parse_args()
     try:
-        result = asyncio.run(_main(args))
+        if args.command == "push":
+            result = _push_verbatim(args.layout, args.tag, args.ref)
+        else:
+            result = asyncio.run(_main(args))
     except HyprError as exc:
         result = {
             "ok": False,

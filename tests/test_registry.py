@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hypr.images import oci
 from tests.registry import Registry, probe
 
 USERS = {"alice": "s3cret-Pa55"}
@@ -176,3 +177,45 @@ def test_token_auth_anonymous_and_with_credentials(
             401,
             f"wrong user name or password for {registry.host}",
         )
+
+
+@pytest.mark.parametrize(
+    ("tag", "docker_format", "manifest_type", "layer_type"),
+    [
+        ("latest", True, oci.DOCKER_MANIFEST, oci.DOCKER_LAYER_GZIP),
+        ("tar", False, oci.OCI_MANIFEST, oci.OCI_LAYER),
+        ("zstd", False, oci.OCI_MANIFEST, oci.OCI_LAYER_ZSTD),
+    ],
+)
+def test_docker_schema_2_and_every_layer_compression(
+    registry: Registry,
+    busybox_image: Path,
+    tag: str,
+    docker_format: bool,
+    manifest_type: str,
+    layer_type: str,
+) -> None:
+    if docker_format:
+        ref = registry.push(busybox_image, tag, "bb", docker_format=True)
+    else:
+        ref = registry.push_verbatim(busybox_image, tag, "bb")
+    got = probe(registry.netns, "resolve", ref, "--blobs")
+    assert got["media_type"] == manifest_type, got
+    layers = got["layers"]
+    assert isinstance(layers, list) and [d["media_type"] for d in layers] == [layer_type] * 2
+    blobs = got["blobs"]
+    assert isinstance(blobs, dict)
+    assert all(blobs[d["digest"]]["sha256"] == d["digest"] for d in layers)
+
+
+def test_a_debian_image_of_tens_of_megabytes(registry: Registry, debian_oci: Path) -> None:
+    ref = registry.push(debian_oci, "latest", "library/debian")
+    got = probe(registry.netns, "resolve", ref, "--blobs")
+    layers = got["layers"]
+    assert isinstance(layers, list) and len(layers) == 3, got
+    blobs = got["blobs"]
+    assert isinstance(blobs, dict)
+    for layer in layers:
+        assert blobs[layer["digest"]] == {"sha256": layer["digest"], "size": layer["size"]}
+    assert sum(layer["size"] for layer in layers) > 10 << 20
+    assert got["config"]["config"]["Cmd"] == ["python3", "/app/hello.py"]  # type: ignore[index]
