@@ -14,13 +14,8 @@ from typing import Any
 import pytest
 
 from hypr.sandbox import BIN, Hyprd, create_netns, delete_netns, in_ns, sh
-from tests.registry import (
-    Registry,
-    busybox_layers,
-    debian_image,
-    start_registry,
-    start_token_server,
-)
+from tests.oci_images import busybox_layers, debian_image
+from tests.registry import Registry, start_registry, start_token_server
 
 __all__ = ["BIN", "Hyprd", "in_ns", "sh"]
 

@@ -166,7 +166,8 @@ def test_token_auth_anonymous_and_with_credentials(
         {"path": "/token", "scope": ["repository:pub:pull"], "account": None}
     ]
     assert probe(ns, "resolve", private)["message"] == (
-        f"authentication required for {registry.host}: run `hypr login {registry.host}`"
+        f"pull access denied for {registry.host}/priv, repository does not exist "
+        f"or may require `hypr login {registry.host}`"
     )
     user = ["--user", "alice"]
     assert probe(ns, "resolve", private, "--blobs", *user, password=USERS["alice"])["ok"]

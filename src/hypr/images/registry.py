@@ -170,9 +170,15 @@ class RegistryClient:
         for claimed in (expected, served if served and served.startswith("sha256:") else None):
             if claimed is not None and claimed != digest:
                 raise DigestMismatch(f"manifest of {ref.familiar} does not match {claimed}")
-        body_type = _json(bytes(data), ref).get("mediaType")
-        header_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-        media_type = body_type if isinstance(body_type, str) and body_type else header_type
+        body = _json(bytes(data), ref)
+        media_type = body.get("mediaType")
+        if not isinstance(media_type, str) or not media_type:
+            media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if media_type not in (*oci.INDEX_TYPES, *oci.MANIFEST_TYPES):
+            # The OCI spec makes mediaType optional, and some servers send a generic
+            # Content-Type: tell index and manifest apart by their fields.
+            media_type = oci.OCI_INDEX if "manifests" in body else media_type
+            media_type = oci.OCI_MANIFEST if "layers" in body else media_type
         return bytes(data), media_type, digest
 
     async def _open(
@@ -197,6 +203,14 @@ class RegistryClient:
         response = await self._send(host, method, path, headers, authorization)
         if response.status_code == 401:
             await response.aclose()
+            if challenge.scheme == "bearer" and scope is not None:
+                # The token server took the credentials (or none), but the token grants
+                # nothing for this repository: Docker's words for it.
+                repository = scope.split(":")[1]
+                raise Unauthorized(
+                    f"pull access denied for {host}/{repository}, repository does not exist "
+                    f"or may require `hypr login {host}`"
+                )
             raise unauthorized(host, self._auth)
         self._authorization[key] = authorization
         return response
