@@ -81,16 +81,20 @@ def test_malformed_references_get_one_line(text: str, message: str) -> None:
     assert info.value.message == message
 
 
-_component = st.from_regex(r"\A[a-z0-9]{1,5}(?:[._-][a-z0-9]{1,5}){0,2}\Z")
+# A `.` in the first of several components would make it a registry (Docker's rule), so
+# dots appear only in the last component here.
+_component = st.from_regex(r"\A[a-z0-9]{1,5}(?:(?:_|__|-+)[a-z0-9]{1,5}){0,2}\Z")
+_last = st.from_regex(r"\A[a-z0-9]{1,5}(?:[._-][a-z0-9]{1,5}){0,2}\Z")
 
 
 @given(
     st.one_of(st.just(""), st.sampled_from(["127.0.0.1:5000/", "ghcr.io/", "localhost/"])),
-    st.lists(_component, min_size=1, max_size=3),
+    st.lists(_component, max_size=2),
+    _last,
     st.one_of(st.none(), st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}\Z")),
 )
-def test_round_trip(registry: str, path: list[str], tag: str | None) -> None:
-    text = registry + "/".join(path) + (f":{tag}" if tag else "")
+def test_round_trip(registry: str, path: list[str], last: str, tag: str | None) -> None:
+    text = registry + "/".join([*path, last]) + (f":{tag}" if tag else "")
     ref = parse_reference(text)
     assert parse_reference(str(ref)) == ref
     assert parse_reference(ref.familiar) == ref
