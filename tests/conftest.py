@@ -112,13 +112,14 @@ def registry_factory(
         htpasswd: dict[str, str] | None = None,
         token_users: dict[str, str] | None = None,
         public: tuple[str, ...] = (),
+        address: str = "127.0.0.1",
     ) -> Registry:
         ns = netns or make_netns()
         root = tmp_path / f"registry{len(started)}"
         token = None
         if token_users is not None:
             token = start_token_server(ns, root / "token", token_users, public)
-        started.append(start_registry(ns, root, htpasswd, token=token))
+        started.append(start_registry(ns, root, htpasswd, token=token, address=address))
         return started[-1]
 
     yield make

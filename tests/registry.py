@@ -136,10 +136,11 @@ class Registry:
     port: int
     proc: subprocess.Popen[bytes]
     token: TokenServer | None = None  # the token server of a bearer-auth registry
+    address: str = "127.0.0.1"
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     @property
     def storage(self) -> Path:
@@ -200,6 +201,7 @@ def start_registry(
     htpasswd: dict[str, str] | None = None,
     port: int = 5000,
     token: TokenServer | None = None,
+    address: str = "127.0.0.1",
 ) -> Registry:
     """docker-registry on 127.0.0.1:port inside `netns`, open, with htpasswd (basic auth)
     or with a token server (bearer auth); it dies with the namespace."""
@@ -222,7 +224,7 @@ def start_registry(
         "log:\n  level: info\n  accesslog:\n    disabled: false\n"
         f"storage:\n  filesystem:\n    rootdirectory: {root / 'storage'}\n"
         "  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n" + auth
+        f"http:\n  addr: {address}:{port}\n" + auth
     )
     with (root / "registry.log").open("ab") as log:
         proc = subprocess.Popen(
@@ -230,7 +232,7 @@ def start_registry(
             stdout=log,
             stderr=log,
         )
-    registry = Registry(netns, root, port, proc, token)
+    registry = Registry(netns, root, port, proc, token, address)
     _wait_http(netns, f"http://{registry.host}/v2/", ("200", "401"), proc, registry.log_path)
     return registry
 

@@ -89,3 +89,19 @@ def test_docker_config_is_read_and_hub_is_keyed_as_docker_does(
     assert credentials.registry_of("nginx") == "docker.io"
     assert credentials.registry_of("127.0.0.1:5000/x:1") == "127.0.0.1:5000"
     assert credentials.registry_of("user/app") == "docker.io"
+
+
+def test_x_registry_auth_round_trip() -> None:
+    from hypr.api.registry import registry_auth
+    from hypr.errors import InvalidArgument
+    from hypr.images.registry import RegistryAuth
+
+    header = credentials.registry_auth_header(
+        "127.0.0.1:5000", credentials.Credentials(USER, PASSWORD)
+    )
+    assert "=" not in header.rstrip("=") and "+" not in header and "/" not in header
+    assert registry_auth(header) == RegistryAuth(USER, PASSWORD)
+    assert registry_auth(None) is None and registry_auth("") is None
+    with pytest.raises(InvalidArgument) as info:
+        registry_auth("not base64 json!")
+    assert info.value.message == "X-Registry-Auth is not base64url-encoded JSON"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hypr.images import oci
+from tests.conftest import in_ns
 from tests.registry import Registry, probe
 
 USERS = {"alice": "s3cret-Pa55"}
@@ -220,3 +221,23 @@ def test_a_debian_image_of_tens_of_megabytes(registry: Registry, debian_oci: Pat
         assert blobs[layer["digest"]] == {"sha256": layer["digest"], "size": layer["size"]}
     assert sum(layer["size"] for layer in layers) > 10 << 20
     assert got["config"]["config"]["Cmd"] == ["python3", "/app/hello.py"]  # type: ignore[index]
+
+
+def test_plain_http_off_loopback_only_when_listed_insecure(
+    make_netns: Callable[[], str],
+    registry_factory: Callable[..., Registry],
+    busybox_image: Path,
+) -> None:
+    ns = make_netns()
+    in_ns(ns, "ip", "addr", "add", "10.77.0.1/32", "dev", "lo")
+    registry = registry_factory(netns=ns, address="10.77.0.1")
+    ref = registry.push(busybox_image, "latest", "bb")
+    refused = probe(ns, "resolve", ref)
+    assert refused == {
+        "ok": False,
+        "error": "RegistryUnavailable",
+        "status": 502,
+        "message": f"cannot reach registry {registry.host}: TLS handshake failed (a registry "
+        "that speaks plain HTTP must be listed in HYPR_INSECURE_REGISTRIES)",
+    }
+    assert probe(ns, "resolve", ref, "--insecure", registry.host)["ok"]

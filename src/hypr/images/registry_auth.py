@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import ssl
 from dataclasses import dataclass, field
 
 import httpx
@@ -104,12 +105,26 @@ def describe_error(exc: BaseException) -> str:
     messages carry no credentials."""
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
+    if _cause(exc, ssl.SSLError) is not None:
+        return (
+            "TLS handshake failed (a registry that speaks plain HTTP must be listed in "
+            "HYPR_INSECURE_REGISTRIES)"
+        )
     cause = _os_error(exc)
     if cause is not None and cause.errno is not None:
         reason = os.strerror(cause.errno)
         return reason[0].lower() + reason[1:]
     text = str(exc).strip().splitlines()
     return text[-1] if text and text[-1] else type(exc).__name__
+
+
+def _cause(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The first error of type `kind` in the chain under `exc`."""
+    for _ in range(8):
+        if exc is None or isinstance(exc, kind):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _os_error(exc: BaseException | None, depth: int = 0) -> OSError | None:
