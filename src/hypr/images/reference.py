@@ -58,7 +58,7 @@ class Reference:
     @property
     def api_host(self) -> str:
         """The host:port that speaks the registry API for this reference."""
-        return _API_HOSTS.get(self.registry, self.registry)
+        return api_host(self.registry)
 
     @property
     def scope(self) -> str:
@@ -78,6 +78,11 @@ class Reference:
 
     def __str__(self) -> str:
         return self._with_suffix(self.name)
+
+
+def api_host(registry: str) -> str:
+    """Where a registry's API answers: Docker Hub's is not `docker.io` itself."""
+    return _API_HOSTS.get(registry, registry)
 
 
 def normalise_registry(host: str) -> str:

@@ -27,7 +27,7 @@ from hypr.images.errors import (
     RegistryUnavailable,
     Unauthorized,
 )
-from hypr.images.reference import Reference, normalise_registry
+from hypr.images.reference import Reference, api_host, normalise_registry
 from hypr.images.registry_auth import (
     RegistryAuth,
     describe_error,
@@ -100,8 +100,10 @@ class RegistryClient:
     async def check_login(self, ref_or_host: Reference | str) -> None:
         """Prove the credentials on the registry's /v2/ (as `docker login`); raises
         Unauthorized when they are wrong."""
-        host = ref_or_host.api_host if isinstance(ref_or_host, Reference) else ref_or_host
-        host = {"docker.io": "registry-1.docker.io"}.get(normalise_registry(host), host)
+        if isinstance(ref_or_host, Reference):
+            host = ref_or_host.api_host
+        else:
+            host = api_host(normalise_registry(ref_or_host))
         response = await self._open(host, "GET", "/v2/", None, {})
         await response.aclose()
         if response.status_code != 200:
@@ -123,10 +125,21 @@ class RegistryClient:
         layers = [_descriptor(item, ref) for item in _list(body, "layers", ref)]
         if config_desc.size > MAX_MANIFEST:
             raise InvalidManifest(f"{ref.familiar}: image config of {config_desc.size} bytes")
-        config = b"".join([chunk async for chunk in self.stream_blob(ref, config_desc)])
-        _verify(config, config_desc.digest, f"config of {ref.familiar}")
+        config = bytearray()
+        async for chunk in self.stream_blob(ref, config_desc):
+            config += chunk
+            if len(config) > config_desc.size:  # never read more than was declared
+                break
+        _verify(bytes(config), config_desc.digest, f"config of {ref.familiar}")
         return ResolvedImage(
-            ref, repo_digest, manifest, media_type, config, config_desc, layers, manifest_digest
+            ref,
+            repo_digest,
+            manifest,
+            media_type,
+            bytes(config),
+            config_desc,
+            layers,
+            manifest_digest,
         )
 
     async def stream_blob(self, ref: Reference, desc: oci.Descriptor) -> AsyncIterator[bytes]:
@@ -150,9 +163,6 @@ class RegistryClient:
         response = await self._open(ref.api_host, "GET", path, ref.scope, {"Accept": _ACCEPT})
         try:
             await _raise_for_status(response, ref, "manifest")
-            declared = int(response.headers.get("Content-Length") or 0)
-            if declared > MAX_MANIFEST:
-                raise InvalidManifest(f"{ref.familiar}: manifest of {declared} bytes")
             data = bytearray()
             async for chunk in response.aiter_bytes():
                 data += chunk
