@@ -48,6 +48,13 @@ def test_login_checks_stores_0600_and_logout_forgets(
     assert json.loads(config.read_text())["auths"] == {}
     assert daemon.ok("logout", registry.host) == f"Not logged in to {registry.host}\n"
 
+    insecure = daemon.hypr("login", "-u", USER, "-p", PASSWORD, registry.host)
+    assert insecure.returncode == 0
+    assert insecure.stdout == "Login Succeeded\n"
+    assert insecure.stderr == (
+        "WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n"
+    )
+
 
 def test_login_to_a_registry_that_is_down_or_malformed(
     hyprd: Hyprd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

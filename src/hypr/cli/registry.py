@@ -18,7 +18,7 @@ from hypr.errors import InvalidArgument
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin")
 @click.argument("server", required=False, default=credentials.DOCKER_HUB)
 def login(username: str | None, password: str | None, password_stdin: bool, server: str) -> None:
-    """Log in to a registry; the credentials are kept in ~/.hypr/config.json."""
+    """Log in to a registry (credentials kept in ~/.hypr/config.json)."""
     if password is not None and password_stdin:
         raise InvalidArgument("--password and --password-stdin are mutually exclusive")
     if password_stdin:
