@@ -84,9 +84,26 @@ def _push_verbatim(layout: Path, tag: str, dest: str) -> dict[str, object]:
     return {"ok": True, "digest": entry["digest"]}
 
 
+async def _interrupted(client: RegistryClient, args: argparse.Namespace) -> dict[str, object]:
+    """Stream the largest layer: after the first chunk print READY and wait for a line on
+    stdin (the test kills the registry meanwhile), then read on."""
+    ref = parse_reference(args.ref)
+    image = await client.resolve(ref, host_platform())
+    largest = max(image.layers, key=lambda d: d.size)
+    received = 0
+    async for chunk in client.stream_blob(ref, largest):
+        if received == 0:
+            print("READY", flush=True)
+            sys.stdin.readline()
+        received += len(chunk)
+    return {"received": received, "size": largest.size}
+
+
 async def _main(args: argparse.Namespace) -> dict[str, object]:
-    auth = RegistryAuth(args.user, sys.stdin.read().rstrip("\n")) if args.user else None
+    auth = RegistryAuth(args.user, sys.stdin.readline().rstrip("\n")) if args.user else None
     async with RegistryClient(auth, insecure=args.insecure) as client:
+        if args.command == "interrupted":
+            return {"ok": True, **await _interrupted(client, args)}
         if args.command == "login":
             await client.check_login(args.ref)
             return {"ok": True}
@@ -95,7 +112,7 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["resolve", "login", "push"])
+    parser.add_argument("command", choices=["resolve", "login", "push", "interrupted"])
     parser.add_argument("ref")
     parser.add_argument("--layout", type=Path)
     parser.add_argument("--tag")

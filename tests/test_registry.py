@@ -7,6 +7,8 @@ registry's storage and access log are read back from the host side.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 
 from hypr.images import oci
 from tests.conftest import in_ns
-from tests.registry import Registry, probe
+from tests.registry import PROBE, Registry, probe
 
 USERS = {"alice": "s3cret-Pa55"}
 
@@ -241,3 +243,27 @@ def test_plain_http_off_loopback_only_when_listed_insecure(
         "that speaks plain HTTP must be listed in HYPR_INSECURE_REGISTRIES)",
     }
     assert probe(ns, "resolve", ref, "--insecure", registry.host)["ok"]
+
+
+def test_a_registry_killed_during_a_download(registry: Registry, debian_oci: Path) -> None:
+    ref = registry.push(debian_oci, "latest", "debian")
+    client = subprocess.Popen(
+        ["ip", "netns", "exec", registry.netns, sys.executable, str(PROBE), "interrupted", ref],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdin is not None and client.stdout is not None
+    try:
+        assert client.stdout.readline() == "READY\n"
+        registry.stop()
+        client.stdin.write("go on\n")
+        client.stdin.flush()
+        got = json.loads(client.stdout.readline())
+    finally:
+        client.kill()
+        client.wait()
+    assert got["error"] == "RegistryUnavailable" and got["status"] == 502, got
+    message = got["message"]
+    assert isinstance(message, str) and "\n" not in message
+    assert message.startswith("download of sha256:") and " from 127.0.0.1:5000 failed: " in message
