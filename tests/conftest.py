@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from hypr.sandbox import BIN, Hyprd, create_netns, delete_netns, in_ns, sh
+from tests.oci_images import busybox_layers, debian_image
+from tests.registry import Registry, start_registry, start_token_server
 
 __all__ = ["BIN", "Hyprd", "in_ns", "sh"]
 
@@ -94,3 +96,50 @@ def nft_set_elements(ruleset: list[dict[str, Any]], name: str) -> list[Any]:
         if s and s["table"] == "hypr" and s["name"] == name:
             return list(s.get("elem", []))
     raise KeyError(name)
+
+
+@pytest.fixture
+def registry_factory(
+    make_netns: Callable[[], str], tmp_path: Path
+) -> Iterator[Callable[..., Registry]]:
+    """Start docker-registry servers (in a new namespace unless one is given), open, with
+    htpasswd users (basic auth) or with token users (bearer auth through a token server in
+    the same namespace; `public` repositories pull anonymously). All stop at the end."""
+    started: list[Registry] = []
+
+    def make(
+        netns: str | None = None,
+        htpasswd: dict[str, str] | None = None,
+        token_users: dict[str, str] | None = None,
+        public: tuple[str, ...] = (),
+        address: str = "127.0.0.1",
+    ) -> Registry:
+        ns = netns or make_netns()
+        root = tmp_path / f"registry{len(started)}"
+        token = None
+        if token_users is not None:
+            token = start_token_server(ns, root / "token", token_users, public)
+        started.append(start_registry(ns, root, htpasswd, token=token, address=address))
+        return started[-1]
+
+    yield make
+    for registry in started:
+        registry.stop()
+
+
+@pytest.fixture
+def registry(registry_factory: Callable[..., Registry]) -> Registry:
+    """An open registry (no authentication) on 127.0.0.1:5000 in its own namespace."""
+    return registry_factory()
+
+
+@pytest.fixture(scope="session")
+def busybox_image() -> Path:
+    """OCI layout of the small two-layer busybox image; tags latest, arm64, multi, armonly."""
+    return busybox_layers()
+
+
+@pytest.fixture(scope="session")
+def debian_oci() -> Path:
+    """OCI layout (tag latest) of Debian bookworm in three layers: system, Python, app."""
+    return debian_image()

@@ -1,221 +1,320 @@
-"""Images built in the test from real tar content, and a local image source that serves them
-through the puller's registry interface (`RegistryClientLike`), counting the blobs it serves
-the way a registry's access log would. The end-to-end pull from a real docker-registry is
-round 2's; this source lets the store, layers and rows be tested offline."""
+"""Test images built offline from real content, cached outside the repo.
+
+busybox_layers: a two-layer image from busybox-static with whiteouts, an opaque dir, a
+symlink, a hard link, a device node, an xattr, odd modes and owners, and a full image
+config; plus the same layers plain and zstd, an arm64 variant and indexes. debian_image:
+Debian bookworm (mmdebstrap essential + python3-minimal) in three layers. Made with umoci
+into OCI layouts in /var/cache/hypr-tests/ (HYPR_TEST_CACHE), keyed by a hash of the recipe.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import gzip
 import hashlib
+import inspect
 import io
 import json
+import os
 import subprocess
-import sys
 import tarfile
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from hypr.images import oci
-from hypr.images.content import ContentStore
-from hypr.images.errors import ImageNotFound
-from hypr.images.puller import Puller, PullEvent
-from hypr.images.reference import Reference, parse_reference
-from hypr.images.store import ImageStore
-from hypr.state.db import Database
+from hypr.sandbox import sh
 
-Entry = tuple[tarfile.TarInfo, bytes | None]
+CACHE = Path(os.environ.get("HYPR_TEST_CACHE", "/var/cache/hypr-tests"))
+BUSYBOX = Path("/bin/busybox")
+APPLETS = ("sh", "ls", "cat", "id", "echo", "env", "pwd", "sleep", "stat", "test", "true")
 
 
-def entry(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", **attrs: Any) -> Entry:
+def cached(name: str, recipe: str, build: Callable[[Path], None]) -> Path:
+    """The OCI layout built by `build(dir)`, made once per recipe and kept in CACHE."""
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    final = CACHE / f"{name}-{key}"
+    if final.is_dir():
+        return final
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=CACHE) as work:
+        made = Path(work) / "out"
+        build(made)
+        with contextlib.suppress(OSError):  # another run built it meanwhile: keep theirs
+            made.rename(final)
+    return final
+
+
+def _entry(
+    name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, uid: int = 0, gid: int = 0
+) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = attrs.pop("mode", 0o755 if kind == tarfile.DIRTYPE else 0o644)
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    if kind == tarfile.REGTYPE:
-        info.size = len(data)
-        return info, data
+    info.type, info.mode, info.uid, info.gid, info.mtime = kind, mode, uid, gid, 1_700_000_000
+    return info
+
+
+def _layer(path: Path, entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in entries:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _dir(name: str, mode: int = 0o755) -> tuple[tarfile.TarInfo, None]:
+    return _entry(name, tarfile.DIRTYPE, mode), None
+
+
+def _file(
+    name: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
+) -> tuple[tarfile.TarInfo, bytes]:
+    return _entry(name, mode=mode, uid=uid, gid=gid), data
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, None]:
+    info = _entry(name, kind, 0o777 if kind == tarfile.SYMTYPE else 0o644)
+    info.linkname = target
     return info, None
 
 
-@dataclass(frozen=True)
-class Layer:
-    blob: bytes
-    desc: oci.Descriptor
-    diff_id: str
+def _umoci(*args: str) -> None:
+    sh("umoci", *args)
 
 
-def layer(entries: list[Entry], compression: str = "gzip") -> Layer:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in entries:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    tar_bytes = raw.getvalue()
-    if compression == "gzip":
-        blob, media_type = gzip.compress(tar_bytes, mtime=0), oci.OCI_LAYER_GZIP
-    elif compression == "zstd":
-        zstd = subprocess.run(["zstd", "-cq"], input=tar_bytes, capture_output=True, check=True)
-        blob, media_type = zstd.stdout, oci.OCI_LAYER_ZSTD
-    else:
-        blob, media_type = tar_bytes, oci.OCI_LAYER
-    return Layer(blob, _desc(media_type, blob), _digest(tar_bytes))
-
-
-@dataclass(frozen=True)
-class Built:
-    """A resolved image, shaped as `hypr.images.registry.ResolvedImage`."""
-
-    digest: str
-    manifest_media_type: str
-    config: bytes
-    config_descriptor: oci.Descriptor
-    layers: list[oci.Descriptor]
-
-
-def image(layers: list[Layer], run: dict[str, Any] | None = None) -> tuple[Built, dict[str, bytes]]:
-    config = json.dumps(
+def _add_index(layout: Path, tag: str, platforms: dict[str, str]) -> None:
+    """Tag an OCI image index in `layout` whose entries are the manifests of tags by arch."""
+    top = json.loads((layout / "index.json").read_text())
+    by_tag = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in top["manifests"]}
+    entries = [
         {
-            "architecture": oci.host_platform().architecture,
-            "os": "linux",
-            "created": "2026-01-01T00:00:00Z",
-            "config": run or {},
-            "rootfs": {"type": "layers", "diff_ids": [x.diff_id for x in layers]},
+            **{k: v for k, v in by_tag[t].items() if k != "annotations"},
+            "platform": {"os": "linux", "architecture": arch},
         }
-    ).encode()
-    config_desc = _desc(oci.OCI_CONFIG, config)
-    manifest = json.dumps(
+        for arch, t in platforms.items()
+    ]
+    blob = json.dumps(
         {
             "schemaVersion": 2,
-            "mediaType": oci.OCI_MANIFEST,
-            "config": _json_desc(config_desc),
-            "layers": [_json_desc(x.desc) for x in layers],
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
         }
     ).encode()
-    built = Built(
-        _digest(manifest), oci.OCI_MANIFEST, config, config_desc, [x.desc for x in layers]
+    digest = hashlib.sha256(blob).hexdigest()
+    (layout / "blobs/sha256" / digest).write_bytes(blob)
+    top["manifests"].append(
+        {
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": f"sha256:{digest}",
+            "size": len(blob),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }
     )
-    return built, {x.desc.digest: x.blob for x in layers}
+    (layout / "index.json").write_text(json.dumps(top))
 
 
-@dataclass
-class LocalSource:
-    """Images by canonical reference; `served` lists every blob digest streamed."""
-
-    images: dict[str, Built] = field(default_factory=dict)
-    blobs: dict[str, bytes] = field(default_factory=dict)
-    served: list[str] = field(default_factory=list)
-
-    def add(self, ref: str, built: Built, blobs: dict[str, bytes]) -> None:
-        self.images[ref] = built
-        self.blobs.update(blobs)
-
-    def client(self, auth: object | None) -> LocalClient:
-        return LocalClient(self)
-
-
-class LocalClient:
-    def __init__(self, source: LocalSource) -> None:
-        self.source = source
-
-    async def resolve(self, ref: Reference, platform: oci.Platform) -> Built:
-        try:
-            return self.source.images[str(ref)]
-        except KeyError:
-            raise ImageNotFound(f"{ref.familiar}: not found") from None
-
-    async def stream_blob(self, ref: Reference, desc: oci.Descriptor) -> AsyncIterator[bytes]:
-        self.source.served.append(desc.digest)
-        data = self.source.blobs[desc.digest]
-        for start in range(0, len(data), 65536):
-            yield data[start : start + 65536]
-
-    async def aclose(self) -> None:
-        return None
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _desc(media_type: str, data: bytes) -> oci.Descriptor:
-    return oci.Descriptor(media_type, _digest(data), len(data))
-
-
-def _json_desc(desc: oci.Descriptor) -> dict[str, Any]:
-    return {"mediaType": desc.media_type, "digest": desc.digest, "size": desc.size}
-
-
-def migrated(root: Path) -> Database:
-    root.mkdir(parents=True, exist_ok=True)
-    db = Database(root / "hypr.db")
-    db.migrate()
-    return db
-
-
-BASE = layer([entry("etc", tarfile.DIRTYPE), entry("etc/os-release", data=b"ID=test\n")])
-APP1 = layer(
-    [entry("app", tarfile.DIRTYPE), entry("app/one", data=b"1" * 100_000), entry(".wh.etc")]
-)
-APP2 = layer([entry("app", tarfile.DIRTYPE), entry("app/two", data=b"2" * 50_000)])
-RUN = {
-    "Entrypoint": ["/app/one"],
-    "Cmd": ["--serve"],
-    "Env": ["PATH=/usr/bin:/bin", "MODE=test"],
-    "WorkingDir": "/app",
-    "User": "1000:1000",
-    "ExposedPorts": {"80/tcp": {}, "53/udp": {}},
-    "Labels": {"org.example": "yes"},
-    "StopSignal": "SIGQUIT",
+BUSYBOX_CONFIG = {
+    "--config.entrypoint": ["/bin/sh", "-c"],
+    "--config.cmd": ["echo hello from busybox_layers"],
+    "--config.env": ["PATH=/bin", "GREETING=hello"],
+    "--config.workingdir": ["/data"],
+    "--config.user": ["app"],
+    "--config.exposedports": ["8080/tcp", "53/udp"],
+    "--config.label": ["org.hypr.test=busybox_layers"],
+    "--config.stopsignal": ["SIGQUIT"],
 }
 
 
-class World:
-    """A data dir (database, content store, image store) and a source of images."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.source = LocalSource()
-        for name, top in (("app1", APP1), ("app2", APP2)):
-            built, blobs = image([BASE, top], RUN)
-            self.source.add(f"127.0.0.1:5000/{name}:1", built, blobs)
-        self.open()
-
-    def open(self) -> None:
-        self.db = migrated(self.root)
-        self.store = ImageStore(self.root / "images", self.db)
-        self.content = ContentStore(self.root / "images")
-        self.puller: Puller[object] = Puller(self.store, self.content, self.source.client)
-
-    def pull(self, text: str, events: list[PullEvent] | None = None) -> Any:
-        sink = events if events is not None else []
-        return asyncio.run(self.puller.pull(parse_reference(text), None, sink.append))
-
-
-def from_layout(layout: Path, tag: str) -> tuple[Built, dict[str, bytes]]:
-    """An image of an OCI image layout (as umoci or skopeo write one), by its tag."""
-
-    def blob(digest: str) -> bytes:
-        return (layout / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes()
-
-    index = json.loads((layout / "index.json").read_text())
-    (entry_,) = [
+def _recompress(layout: Path, source: str, tag: str, compression: str) -> None:
+    """Tag a copy of image `source` whose layers are plain tar (`tar`) or zstd (`zstd`)."""
+    blobs = layout / "blobs/sha256"
+    top = json.loads((layout / "index.json").read_text())
+    entry = next(
         m
-        for m in index["manifests"]
-        if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag
-    ]
-    manifest = json.loads(blob(entry_["digest"]))
-    descs = [
-        oci.Descriptor(x["mediaType"], x["digest"], x["size"])
-        for x in (manifest["config"], *manifest["layers"])
-    ]
-    built = Built(entry_["digest"], entry_["mediaType"], blob(descs[0].digest), descs[0], descs[1:])
-    return built, {d.digest: blob(d.digest) for d in descs[1:]}
+        for m in top["manifests"]
+        if m["annotations"]["org.opencontainers.image.ref.name"] == source
+    )
+    manifest = json.loads((blobs / entry["digest"].removeprefix("sha256:")).read_bytes())
+    suffix = {"tar": "", "zstd": "+zstd"}[compression]
+    for layer in manifest["layers"]:
+        raw = gzip.decompress((blobs / layer["digest"].removeprefix("sha256:")).read_bytes())
+        if compression == "zstd":
+            raw = subprocess.run(
+                ["zstd", "-q", "-c"], input=raw, capture_output=True, check=True
+            ).stdout
+        digest = hashlib.sha256(raw).hexdigest()
+        (blobs / digest).write_bytes(raw)
+        layer.update(
+            mediaType=f"application/vnd.oci.image.layer.v1.tar{suffix}",
+            digest=f"sha256:{digest}",
+            size=len(raw),
+        )
+    data = json.dumps(manifest).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    (blobs / digest).write_bytes(data)
+    top["manifests"].append(
+        {
+            "mediaType": entry["mediaType"],
+            "digest": f"sha256:{digest}",
+            "size": len(data),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }
+    )
+    (layout / "index.json").write_text(json.dumps(top))
 
 
-if __name__ == "__main__":
-    # `python -m tests.oci_images ROOT REF`: one pull in a process of its own, so a crash
-    # test can kill it at a fault point (HYPR_FAULT) and look at what it left.
-    World(Path(sys.argv[1])).pull(sys.argv[2])
+def _build_busybox_layers(layout: Path) -> None:
+    """Tags: `latest` (amd64, 2 gzip layers), `tar` and `zstd` (the same layers plain and
+    zstd-compressed), `arm64` (one layer, arm64), `multi` (index of amd64 and arm64),
+    `armonly` (index with only linux/arm64)."""
+    work = layout.with_name("work")
+    work.mkdir()
+    passwd = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
+    group = b"root:x:0:\napp:x:1000:\nstaff:x:50:app\n"
+    base = _layer(
+        work / "base.tar",
+        [
+            _dir("bin"),
+            _dir("etc"),
+            _dir("tmp", 0o1777),
+            _dir("data"),
+            _dir("home"),
+            _dir("home/app"),
+            _dir("opaque"),
+            _dir("dev"),
+            _file("bin/busybox", BUSYBOX.read_bytes(), 0o755),
+            *[_link(f"bin/{a}", "busybox") for a in APPLETS],
+            _file("etc/passwd", passwd),
+            _file("etc/group", group),
+            _file("data/gone.txt", b"deleted by the upper layer\n"),
+            _file("data/file", b"hard linked\n"),
+            _file("opaque/old", b"hidden by an opaque dir\n"),
+        ],
+    )
+    xattr = _entry("data/xattr")
+    xattr.pax_headers = {"SCHILY.xattr.user.hypr": "yes"}
+    device = _entry("dev/null0", tarfile.CHRTYPE, 0o666)
+    device.devmajor, device.devminor = 1, 3
+    top = _layer(
+        work / "top.tar",
+        [
+            _file("data/.wh.gone.txt", b""),
+            _dir("opaque"),
+            _file("opaque/.wh..wh..opq", b""),
+            _file("opaque/new", b"upper\n"),
+            _file("etc/motd", b"two layers\n"),
+            _link("data/motd", "/etc/motd"),
+            _link("data/hard", "data/file", tarfile.LNKTYPE),
+            (device, None),
+            (xattr, b"with an xattr\n"),
+            _file("data/suid", b"#!/bin/sh\n", 0o4755, 1000, 1000),
+            _file("data/odd", b"odd owner\n", 0o640, 123, 456),
+        ],
+    )
+    _umoci("init", "--layout", str(layout))
+    _umoci("new", "--image", f"{layout}:latest")
+    _umoci("raw", "add-layer", "--image", f"{layout}:latest", str(base))
+    _umoci("raw", "add-layer", "--image", f"{layout}:latest", str(top))
+    flags = [f"{flag}={value}" for flag, values in BUSYBOX_CONFIG.items() for value in values]
+    _umoci(
+        "config", "--image", f"{layout}:latest", "--os", "linux", "--architecture", "amd64", *flags
+    )
+    _recompress(layout, "latest", "tar", "tar")
+    _recompress(layout, "latest", "zstd", "zstd")
+    _umoci("new", "--image", f"{layout}:arm64")
+    _umoci("raw", "add-layer", "--image", f"{layout}:arm64", str(base))
+    _umoci("config", "--image", f"{layout}:arm64", "--os", "linux", "--architecture", "arm64")
+    _add_index(layout, "multi", {"amd64": "latest", "arm64": "arm64"})
+    _add_index(layout, "armonly", {"arm64": "arm64"})
+
+
+def busybox_layers() -> Path:
+    """The cached OCI layout of the small busybox test image (see _build_busybox_layers)."""
+    source = inspect.getsource(_build_busybox_layers) + repr(BUSYBOX_CONFIG) + repr(APPLETS)
+    recipe = source + hashlib.sha256(BUSYBOX.read_bytes()).hexdigest()
+    return cached("busybox_layers", recipe, _build_busybox_layers)
+
+
+DEBIAN_SUITE = "bookworm"
+DEBIAN_INCLUDE = "python3-minimal"
+_PYTHON_PATHS = (
+    "usr/lib/python3",
+    "usr/bin/python3",
+    "usr/share/doc/python3",
+    "usr/share/doc/libpython3",
+    "usr/lib/x86_64-linux-gnu/libpython3",
+)
+
+
+def _build_debian_rootfs(out: Path) -> None:
+    out.mkdir()
+    sh(
+        "mmdebstrap",
+        "--quiet",
+        "--variant=essential",
+        f"--include={DEBIAN_INCLUDE}",
+        DEBIAN_SUITE,
+        str(out / "rootfs.tar"),
+    )
+
+
+def debian_rootfs() -> Path:
+    """A Debian rootfs tar (mmdebstrap essential + python3-minimal), cached; part G boots
+    it directly, `debian_image` layers it."""
+    recipe = f"mmdebstrap essential {DEBIAN_SUITE} {DEBIAN_INCLUDE}"
+    return cached("debian-rootfs", recipe, _build_debian_rootfs) / "rootfs.tar"
+
+
+def _split_debian(rootfs: Path, work: Path) -> list[Path]:
+    """The rootfs as two layers: the base system, then Python (hard links stay with their
+    target's layer)."""
+    paths = [work / "system.tar", work / "python.tar"]
+    where: dict[str, int] = {}
+    with tarfile.open(rootfs) as src, contextlib.ExitStack() as stack:
+        outs = [stack.enter_context(tarfile.open(p, "w", format=tarfile.PAX_FORMAT)) for p in paths]
+        for member in src:
+            name = member.name.removeprefix("./")
+            if member.islnk():
+                layer = where.get(member.linkname.removeprefix("./"), 0)
+            else:
+                layer = int(name.startswith(_PYTHON_PATHS) and not member.isdir())
+            where[name] = layer
+            outs[layer].addfile(member, src.extractfile(member) if member.isreg() else None)
+    return paths
+
+
+def _build_debian(layout: Path) -> None:
+    work = layout.with_name("work")
+    work.mkdir()
+    app = _layer(
+        work / "app.tar",
+        [
+            _dir("app"),
+            _file("app/hello.py", b"print('hello from debian')\n"),
+            _file("etc/.wh.motd", b""),
+        ],
+    )
+    _umoci("init", "--layout", str(layout))
+    _umoci("new", "--image", f"{layout}:latest")
+    for tar in [*_split_debian(debian_rootfs(), work), app]:
+        _umoci("raw", "add-layer", "--image", f"{layout}:latest", str(tar))
+    _umoci(
+        "config",
+        "--image",
+        f"{layout}:latest",
+        "--os",
+        "linux",
+        "--architecture",
+        "amd64",
+        "--config.cmd=python3",
+        "--config.cmd=/app/hello.py",
+        "--config.workingdir=/app",
+        "--config.env=PATH=/usr/local/bin:/usr/bin:/bin",
+        "--config.env=LANG=C.UTF-8",
+    )
+
+
+def debian_image() -> Path:
+    """The cached OCI layout (tag `latest`) of Debian in three layers: system, Python, app."""
+    recipe = inspect.getsource(_build_debian) + inspect.getsource(_split_debian)
+    recipe += f"{DEBIAN_SUITE} {DEBIAN_INCLUDE} {_PYTHON_PATHS}"
+    return cached("debian", recipe, _build_debian)

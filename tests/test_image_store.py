@@ -1,5 +1,5 @@
 """The content store, the image rows and the puller, with images built in the test from real
-tar layers (tests/oci_images.py) and read back from the files and the database."""
+tar layers (tests/local_images.py) and read back from the files and the database."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from hypr.images.puller import PullEvent
 from hypr.images.reference import parse_reference
 from hypr.images.store import ImageStore
 from hypr.sandbox import Hyprd
-from tests.oci_images import APP1, APP2, BASE, World, image, migrated
+from tests.local_images import APP1, APP2, BASE, World, image, migrated
 
 DATA = os.urandom(300_000)
 DESC = oci.Descriptor(oci.OCI_LAYER, "sha256:" + hashlib.sha256(DATA).hexdigest(), len(DATA))
@@ -269,7 +269,7 @@ def test_a_pull_killed_half_way_shows_nothing_and_the_next_one_finishes(
 ) -> None:
     ref = "127.0.0.1:5000/app1:1"
     killed = subprocess.run(
-        [sys.executable, "-m", "tests.oci_images", str(tmp_path), ref],
+        [sys.executable, "-m", "tests.local_images", str(tmp_path), ref],
         env={**os.environ, "HYPR_FAULT": fault},
         cwd=Path(__file__).parent.parent,
         capture_output=True,

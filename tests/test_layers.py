@@ -16,7 +16,7 @@ import pytest
 
 from hypr.images import layers
 from hypr.images.errors import DigestMismatch, InvalidManifest
-from tests.oci_images import Layer, World, entry, from_layout, layer
+from tests.local_images import Layer, World, entry, from_layout, layer
 
 DIR, REG, SYM, LNK, CHR, FIFO = (
     tarfile.DIRTYPE,

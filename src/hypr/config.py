@@ -50,6 +50,8 @@ class Settings:
     ssh_port_min: int
     ssh_port_max: int
     max_port_range: int = DEFAULT_MAX_PORT_RANGE  # most ports one `-p` range may publish
+    # Registries spoken to in plain HTTP although not on loopback (HYPR_INSECURE_REGISTRIES).
+    insecure_registries: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_port_range < 1:
@@ -96,4 +98,9 @@ class Settings:
             ssh_port_min=_env_int("HYPR_SSH_PORT_MIN", 2200),
             ssh_port_max=_env_int("HYPR_SSH_PORT_MAX", 2299),
             max_port_range=_env_int("HYPR_MAX_PORT_RANGE", DEFAULT_MAX_PORT_RANGE),
+            insecure_registries=tuple(
+                h.strip()
+                for h in os.environ.get("HYPR_INSECURE_REGISTRIES", "").split(",")
+                if h.strip()
+            ),
         )

@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("vms", "inspect"),
     "port": ("vms", "port"),
     "images": ("vms", "images"),
+    "login": ("registry", "login"),
+    "logout": ("registry", "logout"),
     "dns": ("dns", "dns"),
     "version": ("system", "version"),
     "info": ("system", "info"),

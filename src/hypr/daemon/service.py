@@ -23,6 +23,8 @@ from hypr.daemon.vms import VmManager
 from hypr.guest.protocol import AgentClient
 from hypr.guest.wire import ExecResult
 from hypr.images.content import ContentStore
+from hypr.images.reference import parse_registry
+from hypr.images.registry import RegistryAuth, RegistryClient
 from hypr.images.store import Image, ImageStore
 from hypr.network.dns import DnsService
 from hypr.network.firewall import NftablesFirewall
@@ -187,6 +189,12 @@ class Daemon:
             NetworkStats(net.name, net.internal, self.networks.attached_count(net.id))
             for net in self.networks.all()
         ]
+
+    async def check_login(self, server: str, auth: RegistryAuth) -> None:
+        """Prove a user's credentials on a registry (`hypr login`); they are not kept."""
+        host = parse_registry(server)
+        async with RegistryClient(auth, self.settings.insecure_registries) as client:
+            await client.check_login(host)
 
     async def close(self) -> None:
         """Release handles; VMs and networks stay, so a restarted daemon adopts them."""

@@ -58,7 +58,7 @@ class Reference:
     @property
     def api_host(self) -> str:
         """The host:port that speaks the registry API for this reference."""
-        return _API_HOSTS.get(self.registry, self.registry)
+        return api_host(self.registry)
 
     @property
     def scope(self) -> str:
@@ -78,6 +78,11 @@ class Reference:
 
     def __str__(self) -> str:
         return self._with_suffix(self.name)
+
+
+def api_host(registry: str) -> str:
+    """Where a registry's API answers: Docker Hub's is not `docker.io` itself."""
+    return _API_HOSTS.get(registry, registry)
 
 
 def normalise_registry(host: str) -> str:
@@ -100,21 +105,38 @@ def parse_reference(text: str) -> Reference:
     """Parse what a user typed; malformed references raise InvalidArgument with one line."""
     if not text or text != text.strip():
         raise InvalidArgument(f"invalid reference format: {text!r}")
-    rest, digest = text, None
-    if "@" in rest:
-        rest, digest = rest.split("@", 1)
-        if not _DIGEST.match(digest):
-            raise InvalidArgument(f"invalid reference format: bad digest in {text!r}")
-        if not _SHA256.match(digest):
-            raise InvalidArgument(f"unsupported digest in {text!r}: only sha256:<64 hex> is")
-    tag = None
-    slash = rest.rfind("/")
-    colon = rest.rfind(":")
-    if colon > slash:
-        rest, tag = rest[:colon], rest[colon + 1 :]
-        if not _TAG.match(tag):
-            raise InvalidArgument(f"invalid reference format: bad tag in {text!r}")
+    rest, digest = _split_digest(text)
+    rest, tag = _split_tag(rest, text)
     registry, path = _split_registry(rest, text)
+    path = _check_path(registry, path, text)
+    if tag is None and digest is None:
+        tag = DEFAULT_TAG
+    return Reference(registry, path, tag, digest)
+
+
+def _split_digest(text: str) -> tuple[str, str | None]:
+    if "@" not in text:
+        return text, None
+    rest, digest = text.split("@", 1)
+    if not _DIGEST.match(digest):
+        raise InvalidArgument(f"invalid reference format: bad digest in {text!r}")
+    if not _SHA256.match(digest):
+        raise InvalidArgument(f"unsupported digest in {text!r}: only sha256:<64 hex> is")
+    return rest, digest
+
+
+def _split_tag(rest: str, text: str) -> tuple[str, str | None]:
+    colon = rest.rfind(":")
+    if colon <= rest.rfind("/"):
+        return rest, None  # no colon, or the port of a registry
+    tag = rest[colon + 1 :]
+    if not _TAG.match(tag):
+        raise InvalidArgument(f"invalid reference format: bad tag in {text!r}")
+    return rest[:colon], tag
+
+
+def _check_path(registry: str, path: str, text: str) -> str:
+    """The repository path, with Docker Hub's `library/` for official images."""
     components = path.split("/")
     if not all(_COMPONENT.match(c) for c in components):
         if path.lower() != path:
@@ -126,9 +148,7 @@ def parse_reference(text: str) -> Reference:
         path = f"library/{path}"
     if len(f"{registry}/{path}") > _MAX_NAME:
         raise InvalidArgument(f"invalid reference format: name longer than {_MAX_NAME}")
-    if tag is None and digest is None:
-        tag = DEFAULT_TAG
-    return Reference(registry, path, tag, digest)
+    return path
 
 
 def _split_registry(rest: str, text: str) -> tuple[str, str]:
