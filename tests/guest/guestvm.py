@@ -139,10 +139,15 @@ class VmFactory:
         nics: list[Nic] | None = None,
         dns: list[str] | None = None,
         memory_mib: int = 128,
+        layers: list[Path] | None = None,
     ) -> VmConfig:
+        """`layers` (bottom first) default to the built-in busybox image."""
         run = self.workdir / name
         nics = nics if nics is not None else []
-        guest = GuestSpec(name, [n.guest for n in nics], dns if dns is not None else [], workload)
+        layers = layers or [self.assets / "images" / "busybox" / "rootfs.squashfs"]
+        guest = GuestSpec(
+            name, [n.guest for n in nics], dns if dns is not None else [], workload, len(layers)
+        )
         return VmConfig(
             vm_id=f"{name}-{uuid.uuid4().hex[:6]}",
             vcpus=1,
@@ -151,7 +156,7 @@ class VmFactory:
             initrd=self.assets / "initramfs.cpio",
             initrd_append=spec_cpio(workload),
             cmdline=kernel_args(guest),
-            rootfs=self.assets / "images" / "busybox" / "rootfs.squashfs",
+            layers=layers,
             nics=[NicConfig(n.tap, n.mac) for n in nics],
             runtime_dir=run,
             console_log=run / "console.log",

@@ -40,6 +40,8 @@ NO_INTERSPERSED = {"allow_interspersed_args": False}  # what follows the image i
 @click.option("--env", "-e", multiple=True, help="K=V")
 @click.option("--restart", default="no", show_default=True, help="no, always, on-failure[:N]")
 @click.option("--workdir", "-w")
+@click.option("--user", "-u", help="USER[:GROUP], names or ids, as in the image")
+@click.option("--stop-signal", help="Signal that stops the VM's process (default SIGTERM)")
 @click.option("--entrypoint", help="Override the entrypoint")
 @click.option("--rm", is_flag=True, help="Remove the VM when it exits")
 @click.option("--dhcp/--no-dhcp", help="Guest takes its address by DHCP")
@@ -63,6 +65,8 @@ def run(
     env: tuple[str, ...],
     restart: str,
     workdir: str | None,
+    user: str | None,
+    stop_signal: str | None,
     entrypoint: str | None,
     rm: bool,
     dhcp: bool,
@@ -99,6 +103,8 @@ def run(
         "memory_mib": memory_mib,
         "restart": restart,
         "workdir": workdir,
+        "user": user,
+        "stop_signal": stop_signal,
         "dhcp": dhcp,
         "auto_remove": rm,
         "ports": list(publish),

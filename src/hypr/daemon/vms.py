@@ -279,6 +279,7 @@ class VmManager:
         faults.point(RUN_TAPS)
         try:
             # Rendering refuses what the guest cannot be told (a NUL in argv, say).
+            layers = [image.rootfs]  # part S's Image.layers replaces this at the merge
             guest = GuestSpec(
                 hostname=vm.spec.hostname or vm.name,
                 nics=[nic for _, nic in nics],
@@ -289,7 +290,10 @@ class VmManager:
                     workdir=vm.spec.workdir,
                     restart=vm.spec.restart,  # type: ignore[arg-type]
                     max_restarts=vm.spec.max_restarts,
+                    user=vm.spec.user,
+                    stop_signal=vm.spec.stop_signal,
                 ),
+                layers=len(layers),
             )
             config = VmConfig(
                 vm_id=vm.id,
@@ -299,7 +303,7 @@ class VmManager:
                 initrd=self.accel.initramfs,
                 initrd_append=spec_cpio(guest.workload),
                 cmdline=kernel_args(guest),
-                rootfs=image.rootfs,
+                layers=layers,
                 nics=[NicConfig(tap, nic.mac) for tap, nic in nics],
                 runtime_dir=run_dir,
                 console_log=self.log_path(vm.id),

@@ -1,6 +1,6 @@
 """QEMU `microvm` adapter: virtio-mmio devices, no firmware, no PCI.
 
-The rootfs is a read-only virtio-blk disk, each NIC a virtio-net device on a TAP the daemon
+Each image layer is a read-only virtio-blk disk, each NIC a virtio-net device on a TAP the daemon
 created, and the agent channel a virtio-serial port on a Unix socket that QEMU serves
 (server=on,wait=off) so the daemon can connect, leave and come back at any time. QEMU runs in
 its own session so it outlives hyprd; `wait()` uses a pidfd, so it works for a VM adopted
@@ -29,6 +29,22 @@ AGENT_SOCKET = "agent.sock"
 INITRD = "initrd.cpio"
 QEMU_STDERR = "qemu.stderr"
 STOP_TERM_GRACE = 3.0
+# microvm's virtio-mmio transports (measured: a 25th virtio device fails to attach).
+MMIO_TRANSPORTS = 24
+
+
+def check_transports(config: VmConfig) -> None:
+    """Refuse a VM whose layers, NICs and agent port need more virtio devices than microvm
+    has: one clear line instead of QEMU's error (the image store could flatten such an
+    image; refusing keeps every layer shared)."""
+    if not config.layers:
+        raise ValueError("a VM needs at least one image layer")
+    needed = len(config.layers) + len(config.nics) + 1
+    if needed > MMIO_TRANSPORTS:
+        raise ValueError(
+            f"the image has {len(config.layers)} layers and the VM {len(config.nics)} NICs: "
+            f"that needs {needed} virtio devices, microvm has {MMIO_TRANSPORTS}"
+        )
 
 
 def _machine(accel: Accel) -> list[str]:
@@ -51,6 +67,7 @@ class QemuAdapter:
 
     def build_command(self, config: VmConfig) -> CommandSpec:
         """The argv and the per-VM initrd (the shared one + `initrd_append`)."""
+        check_transports(config)
         run = config.runtime_dir
         initrd = run / INITRD
         argv = [
@@ -66,9 +83,14 @@ class QemuAdapter:
             "-append", kernel_cmdline(config.accel, config.cmdline, host_tsc_khz()),
             "-chardev", f"file,id=console,path={config.console_log},append=on",
             "-serial", "chardev:console",
-            "-drive", f"id=rootfs,file={config.rootfs},format=raw,if=none,readonly=on",
-            "-device", "virtio-blk-device,drive=rootfs",
         ]  # fmt: skip
+        for index, layer in enumerate(config.layers):
+            # readonly=on takes a shared lock only, so any number of VMs open one file; the
+            # serial is how the agent tells the layers apart, whatever order they probe in.
+            argv += [
+                "-drive", f"id=layer{index},file={layer},format=raw,if=none,readonly=on",
+                "-device", f"virtio-blk-device,drive=layer{index},serial=layer{index}",
+            ]  # fmt: skip
         for index, nic in enumerate(config.nics):
             argv += [
                 "-netdev", f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no",
