@@ -126,9 +126,13 @@ def decode_records(payload: bytes) -> list[tuple[str, str]]:
 
 
 def exec_payload(
-    argv: Sequence[str], env: Sequence[str] = (), workdir: str | None = None, stdin: bool = False
+    argv: Sequence[str],
+    env: Sequence[str] = (),
+    workdir: str | None = None,
+    stdin: bool = False,
+    user: str | None = None,
 ) -> bytes:
-    """The EXEC frame payload."""
+    """The EXEC frame payload; without `user` the session runs as the workload's user."""
     if not argv:
         raise ValueError("argv must not be empty")
     records = [("arg", a) for a in argv] + [("env", e) for e in env]
@@ -136,6 +140,8 @@ def exec_payload(
         records.append(("cwd", workdir))
     if stdin:
         records.append(("stdin", "1"))
+    if user:
+        records.append(("user", user))
     return encode_records(records)
 
 
@@ -329,10 +335,11 @@ class AgentClient:
         env: Sequence[str] = (),
         workdir: str | None = None,
         interactive: bool = False,
+        user: str | None = None,
     ) -> ExecSession:
         """Start a process in the guest; stdin is /dev/null unless `interactive`."""
         await self._wait_handshake()
-        payload = exec_payload(argv, env, workdir, interactive)
+        payload = exec_payload(argv, env, workdir, interactive, user)
         session_id = self._next_id
         self._next_id = self._next_id % 0xFFFFFFFF + 1
         session = ExecSession(self, session_id, interactive)
@@ -351,6 +358,7 @@ class AgentClient:
         workdir: str | None = None,
         stdin: bytes = b"",
         timeout: float | None = None,
+        user: str | None = None,
     ) -> ExecResult:
         """Run a process to completion and collect its output (SIGKILLed on timeout)."""
         out: dict[Stream, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
@@ -358,7 +366,7 @@ class AgentClient:
 
         async def run() -> int:
             nonlocal session
-            session = await self.open_exec(argv, env, workdir, interactive=bool(stdin))
+            session = await self.open_exec(argv, env, workdir, bool(stdin), user)
             if stdin:
                 await session.write_stdin(stdin)
                 await session.close_stdin()
