@@ -200,6 +200,17 @@ def test_attached_run_prints_output_and_returns_exit_code(hyprd: Hyprd) -> None:
     assert hyprd.db_rows("SELECT * FROM vms") == [] and allocations(hyprd) == []
 
 
+def test_user_and_stop_signal_reach_the_guest(hyprd: Hyprd) -> None:
+    ids = hyprd.hypr("run", "--rm", "-u", "1234:5678", "busybox", "sh", "-c", "id -u; id -g")
+    assert (ids.returncode, ids.stdout) == (0, "1234\n5678\n")
+    trap = "trap 'echo got-usr1; exit 7' USR1; echo ready; while :; do sleep 0.1; done"
+    hyprd.ok("run", "-d", "--name", "trapper", "--stop-signal", "USR1", "busybox", "sh", "-c", trap)
+    wait_for(lambda: "ready" in hyprd.ok("logs", "trapper"))
+    hyprd.ok("stop", "trapper")
+    assert hyprd.inspect("trapper")["exit_code"] == 7  # SIGTERM would have made it 143
+    assert hyprd.ok("logs", "trapper").splitlines()[-1] == "got-usr1"
+
+
 def test_restart_policies(hyprd: Hyprd) -> None:
     hyprd.ok(
         "run",
@@ -293,6 +304,8 @@ def test_network_none_has_no_nic(hyprd: Hyprd) -> None:
         (["--memory", "512", "busybox"], "512 is 512 bytes, below the 96 MiB"),
         (["--restart", "sometimes", "busybox"], "invalid restart policy"),
         (["-e", "NOEQUALS", "busybox"], "invalid environment variable"),
+        (["-u", "a b", "busybox"], "invalid user"),
+        (["--stop-signal", "SIGNOPE", "busybox"], "invalid stop signal"),
     ],
 )
 def test_bad_run_input_changes_nothing(hyprd: Hyprd, args: list[str], message: str) -> None:

@@ -215,12 +215,7 @@ def test_debian_etc_written_by_hypr(debian: GuestVm) -> None:
     hosts = sh(debian, "cat /etc/hosts").stdout.decode()
     assert "127.0.0.1\tlocalhost" in hosts and f"{DEBIAN_IP}\tdeb" in hosts
     # glibc's resolver reads them: names resolve without any network service.
-    assert sh(debian, "getent hosts deb localhost").stdout.split() == [
-        DEBIAN_IP.encode(),
-        b"deb",
-        b"127.0.0.1",
-        b"localhost",
-    ]
+    assert sh(debian, "getent hosts deb").stdout.split() == [DEBIAN_IP.encode(), b"deb"]
 
 
 def test_debian_shm_and_tmp_are_writable_by_anyone(debian: GuestVm) -> None:
