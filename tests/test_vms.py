@@ -26,6 +26,7 @@ from hypr.sandbox import (
     sh,
     wait_for,
 )
+from hypr.state.vms import VmSpec
 from tests.conftest import links
 
 pytestmark = pytest.mark.vm
@@ -206,6 +207,12 @@ def test_user_and_stop_signal_reach_the_guest(hyprd: Hyprd) -> None:
     trap = "trap 'echo got-usr1; exit 7' USR1; echo ready; while :; do sleep 0.1; done"
     hyprd.ok("run", "-d", "--name", "trapper", "--stop-signal", "USR1", "busybox", "sh", "-c", trap)
     wait_for(lambda: "ready" in hyprd.ok("logs", "trapper"))
+    view = hyprd.inspect("trapper")
+    assert (view["user"], view["stop_signal"]) == (None, "USR1")
+    assert hyprd.ok("exec", "-u", "42:7", "trapper", "sh", "-c", "id -u; id -g") == "42\n7\n"
+    bad = hyprd.hypr("exec", "-u", "a b", "trapper", "id")
+    assert bad.returncode != 0 and "invalid user" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
     hyprd.ok("stop", "trapper")
     assert hyprd.inspect("trapper")["exit_code"] == 7  # SIGTERM would have made it 143
     assert hyprd.ok("logs", "trapper").splitlines()[-1] == "got-usr1"
@@ -407,3 +414,8 @@ def test_empty_ref_and_negative_stop_timeout_are_refused(hyprd: Hyprd) -> None:
             assert response.status_code == 400, timeout
             assert "timeout" in response.json()["message"]
         assert api.post("/vms/x/stop", params={"timeout": "0"}).status_code == 200
+
+
+def test_rows_written_before_user_and_stop_signal_still_load() -> None:
+    spec = VmSpec.from_json('{"argv": ["sh"], "env": [], "workdir": "/", "restart": "no"}')
+    assert (spec.user, spec.stop_signal) == (None, None)

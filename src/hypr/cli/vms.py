@@ -319,24 +319,38 @@ def images() -> None:
 @click.option("--interactive", "-i", is_flag=True, help="Relay stdin")
 @click.option("--env", "-e", multiple=True, help="K=V")
 @click.option("--workdir", "-w")
+@click.option("--user", "-u", help="USER[:GROUP] (default: the VM's user)")
 def exec_(
-    vm: str, command: tuple[str, ...], interactive: bool, env: tuple[str, ...], workdir: str | None
+    vm: str,
+    command: tuple[str, ...],
+    interactive: bool,
+    env: tuple[str, ...],
+    workdir: str | None,
+    user: str | None,
 ) -> None:
     """Run COMMAND in a running VM; its exit code is hypr's."""
     argv = strip_separator(list(command))
     if not argv:
         raise click.BadParameter("missing command to run in the VM")
-    raise click.exceptions.Exit(run_exec(vm, argv, interactive, list(env), workdir))
+    raise click.exceptions.Exit(run_exec(vm, argv, interactive, list(env), workdir, user))
 
 
 def run_exec(
-    vm: str, command: list[str], interactive: bool, env: list[str], workdir: str | None
+    vm: str,
+    command: list[str],
+    interactive: bool,
+    env: list[str],
+    workdir: str | None,
+    user: str | None = None,
 ) -> int:
     """Relay one exec session over the API's WebSocket; return the command's exit code."""
     from websockets.sync.client import unix_connect  # only exec pays for its import
 
     client = api()
-    start = {"command": command, "env": env, "workdir": workdir, "interactive": interactive}
+    start = {
+        "command": command, "env": env, "workdir": workdir, "interactive": interactive,
+        "user": user,
+    }  # fmt: skip
     try:
         ws = unix_connect(str(client.socket_path), f"ws://hypr/vms/{vm}/exec/ws")
     except OSError:

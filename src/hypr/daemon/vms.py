@@ -208,10 +208,16 @@ class VmManager:
         return running.exit_code
 
     async def exec(
-        self, ref: str, argv: list[str], env: list[str], workdir: str | None, stdin: bytes
+        self,
+        ref: str,
+        argv: list[str],
+        env: list[str],
+        workdir: str | None,
+        stdin: bytes,
+        user: str | None = None,
     ) -> ExecResult:
         agent = self.agent(ref)
-        return await agent.exec(argv, env, workdir, stdin)
+        return await agent.exec(argv, env, workdir, stdin, user=user)
 
     def agent(self, ref: str) -> AgentClient:
         """The agent connection of a running VM, for exec sessions."""

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from hypr.checks import check_user
+
 MAX_PAYLOAD = 65536
 HEADER = struct.Struct(">BII")
 
@@ -141,7 +143,7 @@ def exec_payload(
     if stdin:
         records.append(("stdin", "1"))
     if user:
-        records.append(("user", user))
+        records.append(("user", check_user(user)))
     return encode_records(records)
 
 
