@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hypr.errors import InvalidArgument
 from hypr.guest.assets import preferred_kernel
 from hypr.guest.spec import (
     PROBE_ARGS,
@@ -158,9 +159,9 @@ def test_more_devices_than_microvm_transports_are_refused(tmp_path: Path) -> Non
     fits = VmConfig(**{**base, "layers": [tmp_path / "l.squashfs"] * 21})
     QemuAdapter().build_command(fits)
     too_many = VmConfig(**{**base, "layers": [tmp_path / "l.squashfs"] * 22})
-    with pytest.raises(ValueError, match="22 layers and the VM 2 NICs: that needs 25 virtio"):
+    with pytest.raises(InvalidArgument, match="22 layers and the VM 2 NICs: that needs 25 virt"):
         QemuAdapter().build_command(too_many)
-    with pytest.raises(ValueError, match="at least one image layer"):
+    with pytest.raises(InvalidArgument, match="at least one image layer"):
         QemuAdapter().build_command(VmConfig(**{**base, "layers": []}))
 
 

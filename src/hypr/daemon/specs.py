@@ -10,6 +10,7 @@ from hypr.images.store import Image
 from hypr.network.names import check_vm_name
 from hypr.state.vms import VmSpec
 from hypr.units import MIN_MEMORY_MIB
+from hypr.vmm.qemu import check_devices
 
 MAX_MEMORY_MIB = 1024 * 1024
 MAX_VCPUS = 64
@@ -56,6 +57,7 @@ def build_spec(req: RunRequest, image: Image) -> VmSpec:
     if not argv:
         raise InvalidArgument(f"no command given and image {image.reference} has none")
     attachments = req.attachments
+    check_devices(1, len(attachments))  # the lead's merge: len(image.layers)
     return VmSpec(
         argv=argv,
         env=[*image.env, *req.env],

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hypr.errors import InvalidArgument
 from hypr.process import wait_exit
 from hypr.vmm.adapter import Accel, CommandSpec, VmConfig, VmHandle
 from hypr.vmm.cmdline import kernel_cmdline
@@ -33,16 +34,16 @@ STOP_TERM_GRACE = 3.0
 MMIO_TRANSPORTS = 24
 
 
-def check_transports(config: VmConfig) -> None:
+def check_devices(layers: int, nics: int) -> None:
     """Refuse a VM whose layers, NICs and agent port need more virtio devices than microvm
     has: one clear line instead of QEMU's error (the image store could flatten such an
-    image; refusing keeps every layer shared)."""
-    if not config.layers:
-        raise ValueError("a VM needs at least one image layer")
-    needed = len(config.layers) + len(config.nics) + 1
+    image; refusing keeps every layer shared). The daemon calls it at create, too."""
+    if layers < 1:
+        raise InvalidArgument("a VM needs at least one image layer")
+    needed = layers + nics + 1
     if needed > MMIO_TRANSPORTS:
-        raise ValueError(
-            f"the image has {len(config.layers)} layers and the VM {len(config.nics)} NICs: "
+        raise InvalidArgument(
+            f"the image has {layers} layers and the VM {nics} NICs: "
             f"that needs {needed} virtio devices, microvm has {MMIO_TRANSPORTS}"
         )
 
@@ -67,7 +68,7 @@ class QemuAdapter:
 
     def build_command(self, config: VmConfig) -> CommandSpec:
         """The argv and the per-VM initrd (the shared one + `initrd_append`)."""
-        check_transports(config)
+        check_devices(len(config.layers), len(config.nics))
         run = config.runtime_dir
         initrd = run / INITRD
         argv = [
