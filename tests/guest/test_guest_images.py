@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tarfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,17 @@ def test_debian_user_by_name_and_by_ids(debian: GuestVm) -> None:
     assert sh(debian, "id -u; id -g; echo $HOME", user="daemon").stdout == b"1\n1\n/usr/sbin\n"
     # Ids need no passwd entry; HOME is then "/", as in Docker.
     assert sh(debian, "id -u; id -g; echo $HOME", user="1234:5678").stdout == b"1234\n5678\n/\n"
+
+
+def test_a_missing_layer_disk_powers_off_with_a_reason(vms: VmFactory) -> None:
+    config = vms.config("nolayer", WorkloadSpec(argv=["true"]))
+    config = replace(config, cmdline=config.cmdline.replace("hypr.layers=1", "hypr.layers=2"))
+
+    async def boot_until_off() -> GuestVm:
+        vm = await vms.boot(config)
+        await asyncio.wait_for(vm.adapter.wait(vm.handle), 60)
+        return vm
+
+    console = asyncio.run(boot_until_off()).console()
+    assert "image layer 1 of 2: no disk with serial layer1" in console
+    assert "fatal: cannot find the image's layers" in console
