@@ -39,7 +39,7 @@ async def time_ready(assets: Path, memory: int, workdir: Path, n: int) -> dict[s
         initrd=assets / "initramfs.cpio",
         initrd_append=spec_cpio(workload),
         cmdline=kernel_args(GuestSpec("bench", [], [], workload)),
-        rootfs=assets / "images" / "busybox" / "rootfs.squashfs",
+        layers=[assets / "images" / "busybox" / "rootfs.squashfs"],
         nics=[],
         runtime_dir=run,
         console_log=run / "console.log",

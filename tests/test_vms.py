@@ -26,6 +26,7 @@ from hypr.sandbox import (
     sh,
     wait_for,
 )
+from hypr.state.vms import VmSpec
 from tests.conftest import links
 
 pytestmark = pytest.mark.vm
@@ -200,6 +201,23 @@ def test_attached_run_prints_output_and_returns_exit_code(hyprd: Hyprd) -> None:
     assert hyprd.db_rows("SELECT * FROM vms") == [] and allocations(hyprd) == []
 
 
+def test_user_and_stop_signal_reach_the_guest(hyprd: Hyprd) -> None:
+    ids = hyprd.hypr("run", "--rm", "-u", "1234:5678", "busybox", "sh", "-c", "id -u; id -g")
+    assert (ids.returncode, ids.stdout) == (0, "1234\n5678\n")
+    trap = "trap 'echo got-usr1; exit 7' USR1; echo ready; while :; do sleep 0.1; done"
+    hyprd.ok("run", "-d", "--name", "trapper", "--stop-signal", "USR1", "busybox", "sh", "-c", trap)
+    wait_for(lambda: "ready" in hyprd.ok("logs", "trapper"))
+    view = hyprd.inspect("trapper")
+    assert (view["user"], view["stop_signal"]) == (None, "USR1")
+    assert hyprd.ok("exec", "-u", "42:7", "trapper", "sh", "-c", "id -u; id -g") == "42\n7\n"
+    bad = hyprd.hypr("exec", "-u", "a b", "trapper", "id")
+    assert bad.returncode != 0 and "invalid user" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    hyprd.ok("stop", "trapper")
+    assert hyprd.inspect("trapper")["exit_code"] == 7  # SIGTERM would have made it 143
+    assert hyprd.ok("logs", "trapper").splitlines()[-1] == "got-usr1"
+
+
 def test_restart_policies(hyprd: Hyprd) -> None:
     hyprd.ok(
         "run",
@@ -293,6 +311,8 @@ def test_network_none_has_no_nic(hyprd: Hyprd) -> None:
         (["--memory", "512", "busybox"], "512 is 512 bytes, below the 96 MiB"),
         (["--restart", "sometimes", "busybox"], "invalid restart policy"),
         (["-e", "NOEQUALS", "busybox"], "invalid environment variable"),
+        (["-u", "a b", "busybox"], "invalid user"),
+        (["--stop-signal", "SIGNOPE", "busybox"], "invalid stop signal"),
     ],
 )
 def test_bad_run_input_changes_nothing(hyprd: Hyprd, args: list[str], message: str) -> None:
@@ -394,3 +414,8 @@ def test_empty_ref_and_negative_stop_timeout_are_refused(hyprd: Hyprd) -> None:
             assert response.status_code == 400, timeout
             assert "timeout" in response.json()["message"]
         assert api.post("/vms/x/stop", params={"timeout": "0"}).status_code == 200
+
+
+def test_rows_written_before_user_and_stop_signal_still_load() -> None:
+    spec = VmSpec.from_json('{"argv": ["sh"], "env": [], "workdir": "/", "restart": "no"}')
+    assert (spec.user, spec.stop_signal) == (None, None)

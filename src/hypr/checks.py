@@ -1,9 +1,11 @@
 """Small checks of user input shared by every layer: restart policies, K=V pairs, NUL
-bytes, IPv4 addresses. One function per rule, so that the CLI, compose and the daemon
-can never disagree about what is valid."""
+bytes, IPv4 addresses, signals and users. One function per rule, so that the CLI, compose
+and the daemon can never disagree about what is valid."""
 
 from __future__ import annotations
 
+import re
+import signal
 from collections.abc import Iterable
 from ipaddress import IPv4Address, ip_address
 from typing import NamedTuple
@@ -11,6 +13,8 @@ from typing import NamedTuple
 from hypr.errors import InvalidArgument
 
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
+# Docker's `-u`: a user name or uid, optionally `:` a group name or gid.
+_USER = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]*(:[A-Za-z0-9._][A-Za-z0-9._-]*)?$")
 
 
 class RestartPolicy(NamedTuple):
@@ -56,3 +60,25 @@ def parse_ipv4(text: str) -> IPv4Address:
     if not isinstance(address, IPv4Address):
         raise InvalidArgument(f"invalid IP address {text!r}: only IPv4 is supported")
     return address
+
+
+def signal_number(text: str) -> int:
+    """A stop signal as Docker takes it (`SIGQUIT`, `QUIT`, `3`) -> its number; the guest
+    is Linux on the same architecture, so the host's numbering is the guest's."""
+    name = text.strip().upper()
+    if name.isdigit():
+        number = int(name)
+        if 1 <= number < signal.NSIG:
+            return number
+    else:
+        name = name if name.startswith("SIG") else "SIG" + name
+        if name in signal.Signals.__members__:
+            return int(signal.Signals[name])
+    raise InvalidArgument(f"invalid stop signal {text!r}: use a name like SIGQUIT or a number")
+
+
+def check_user(text: str) -> str:
+    """Docker's `-u USER[:GROUP]` (names or ids); the guest resolves names in the image."""
+    if not _USER.match(text):
+        raise InvalidArgument(f"invalid user {text!r}: use NAME, UID, NAME:GROUP or UID:GID")
+    return text

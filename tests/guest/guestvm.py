@@ -13,11 +13,14 @@ import shutil
 import signal
 import subprocess
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
 from pathlib import Path
+from typing import TypeVar
 
 from hypr.guest.assets import preferred_kernel
+from hypr.guest.protocol import AgentClient, ExecResult, WorkloadExit
 from hypr.guest.spec import GuestNic, GuestSpec, WorkloadSpec, kernel_args, spec_cpio
 from hypr.vmm.adapter import NicConfig, VmConfig, VmHandle
 from hypr.vmm.qemu import QemuAdapter
@@ -139,10 +142,15 @@ class VmFactory:
         nics: list[Nic] | None = None,
         dns: list[str] | None = None,
         memory_mib: int = 128,
+        layers: list[Path] | None = None,
     ) -> VmConfig:
+        """`layers` (bottom first) default to the built-in busybox image."""
         run = self.workdir / name
         nics = nics if nics is not None else []
-        guest = GuestSpec(name, [n.guest for n in nics], dns if dns is not None else [], workload)
+        layers = layers or [self.assets / "images" / "busybox" / "rootfs.squashfs"]
+        guest = GuestSpec(
+            name, [n.guest for n in nics], dns if dns is not None else [], workload, len(layers)
+        )
         return VmConfig(
             vm_id=f"{name}-{uuid.uuid4().hex[:6]}",
             vcpus=1,
@@ -151,7 +159,7 @@ class VmFactory:
             initrd=self.assets / "initramfs.cpio",
             initrd_append=spec_cpio(workload),
             cmdline=kernel_args(guest),
-            rootfs=self.assets / "images" / "busybox" / "rootfs.squashfs",
+            layers=layers,
             nics=[NicConfig(n.tap, n.mac) for n in nics],
             runtime_dir=run,
             console_log=run / "console.log",
@@ -170,3 +178,45 @@ class VmFactory:
                     await self.adapter.kill(vm.handle)
 
         asyncio.run(kill_all())
+
+
+T = TypeVar("T")
+BOOT_TIMEOUT = 90.0
+
+
+async def connect(vm: GuestVm, **kw: Callable[[WorkloadExit], None]) -> AgentClient:
+    client = await asyncio.wait_for(AgentClient.connect(vm.handle.agent_socket, **kw), 30)
+    await asyncio.wait_for(client.wait_ready(), BOOT_TIMEOUT)
+    return client
+
+
+def with_agent(vm: GuestVm, body: Callable[[AgentClient], Awaitable[T]]) -> T:
+    """Run `body` with a fresh client connected to `vm`, in its own event loop."""
+
+    async def main() -> T:
+        client = await connect(vm)
+        try:
+            return await asyncio.wait_for(body(client), 60)
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
+
+
+def sh(vm: GuestVm, script: str, user: str | None = None) -> ExecResult:
+    """`sh -c script` in `vm` (as `user`, else as the workload's user)."""
+
+    async def body(client: AgentClient) -> ExecResult:
+        return await client.exec(["sh", "-c", script], user=user)
+
+    return with_agent(vm, body)
+
+
+def shutdown_and_wait(vm: GuestVm, grace: float = 5) -> WorkloadExit:
+    async def main() -> WorkloadExit:
+        client = await connect(vm)
+        final = await client.shutdown(grace)
+        await asyncio.wait_for(vm.adapter.wait(vm.handle), 20)
+        return final
+
+    return asyncio.run(main())

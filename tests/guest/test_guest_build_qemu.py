@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hypr.errors import InvalidArgument
 from hypr.guest.assets import preferred_kernel
 from hypr.guest.spec import (
     PROBE_ARGS,
@@ -105,7 +106,7 @@ def config(tmp_path: Path) -> VmConfig:
         initrd=initramfs,
         initrd_append=spec_cpio(workload),
         cmdline=kernel_args(GuestSpec("web", nics, ["10.88.0.1"], workload)),
-        rootfs=tmp_path / "rootfs.squashfs",
+        layers=[tmp_path / "rootfs.squashfs"],
         nics=[NicConfig("hyprtap0", nics[0].mac), NicConfig("hyprtap1", nics[1].mac)],
         runtime_dir=tmp_path / "run",
         console_log=tmp_path / "logs" / "vm42.log",
@@ -128,7 +129,8 @@ def test_build_command(tmp_path: Path) -> None:
     assert value("-initrd") == [str(cfg.runtime_dir / "initrd.cpio")]
     assert value("-name") == ["hypr-vm42,debug-threads=on"]
     assert f"file,id=console,path={cfg.console_log},append=on" in value("-chardev")
-    assert f"id=rootfs,file={cfg.rootfs},format=raw,if=none,readonly=on" in value("-drive")
+    assert value("-drive") == [f"id=layer0,file={cfg.layers[0]},format=raw,if=none,readonly=on"]
+    assert "virtio-blk-device,drive=layer0,serial=layer0" in value("-device")
     assert value("-netdev") == [
         "tap,id=net0,ifname=hyprtap0,script=no,downscript=no",
         "tap,id=net1,ifname=hyprtap1,script=no,downscript=no",
@@ -139,6 +141,28 @@ def test_build_command(tmp_path: Path) -> None:
     assert "hypr.net=eth1,dhcp,,1500,52:54:00:00:00:02" in value("-append")[0]
     workload = WorkloadSpec(argv=["sleep", "1"])
     assert spec.files == {cfg.runtime_dir / "initrd.cpio": b"SHARED" + spec_cpio(workload)}
+
+
+def test_each_layer_is_a_read_only_disk_named_by_its_serial(tmp_path: Path) -> None:
+    layers = [tmp_path / f"l{i}.squashfs" for i in range(3)]
+    cfg = VmConfig(**{**config(tmp_path).__dict__, "layers": layers})
+    argv = QemuAdapter().build_command(cfg).argv
+    drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
+    assert drives == [
+        f"id=layer{i},file={layers[i]},format=raw,if=none,readonly=on" for i in range(3)
+    ]
+    assert "virtio-blk-device,drive=layer2,serial=layer2" in argv
+
+
+def test_more_devices_than_microvm_transports_are_refused(tmp_path: Path) -> None:
+    base = config(tmp_path).__dict__  # two NICs and the agent port: 21 layers fit
+    fits = VmConfig(**{**base, "layers": [tmp_path / "l.squashfs"] * 21})
+    QemuAdapter().build_command(fits)
+    too_many = VmConfig(**{**base, "layers": [tmp_path / "l.squashfs"] * 22})
+    with pytest.raises(InvalidArgument, match="22 layers and the VM 2 NICs: that needs 25 virt"):
+        QemuAdapter().build_command(too_many)
+    with pytest.raises(InvalidArgument, match="at least one image layer"):
+        QemuAdapter().build_command(VmConfig(**{**base, "layers": []}))
 
 
 def test_kvm_command_uses_host_cpu(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hypr.errors import InvalidArgument
 from hypr.guest.cpio import CpioEntry, newc_archive
 from hypr.guest.spec import (
     GuestNic,
@@ -168,3 +169,29 @@ def test_kernel_cmdline_rejects_unsafe_values() -> None:
         kernel_args(guest_spec([], dns=["1.1.1.1,evil"]))
     with pytest.raises(ValueError, match="too long"):
         kernel_cmdline("tcg", "x" * MAX_CMDLINE)
+
+
+def test_user_stop_signal_and_layers_reach_the_agent() -> None:
+    workload = WorkloadSpec(argv=["sh"], user="daemon:users", stop_signal="SIGQUIT")
+    text = workload_spec_bytes(workload).decode()
+    assert "user=daemon:users\n" in text
+    assert "stop_signal=3\n" in text
+    assert "stop_signal" not in workload_spec_bytes(WorkloadSpec(argv=["sh"])).decode()
+    assert (
+        "stop_signal=10\n" in workload_spec_bytes(WorkloadSpec(["sh"], stop_signal="usr1")).decode()
+    )
+    assert "hypr.layers=3" in kernel_args(GuestSpec("web", [], [], workload, layers=3)).split()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("user", "a b", "invalid user"),
+        ("user", "root:", "invalid user"),
+        ("stop_signal", "SIGNOPE", "invalid stop signal"),
+        ("stop_signal", "0", "invalid stop signal"),
+    ],
+)
+def test_bad_user_or_stop_signal_is_refused(field: str, value: str, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        workload_spec_bytes(WorkloadSpec(argv=["sh"], **{field: value}))  # type: ignore[arg-type]

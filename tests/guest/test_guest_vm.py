@@ -11,12 +11,20 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
-from guestvm import GuestVm, Netns, VmFactory
+from guestvm import (
+    BOOT_TIMEOUT,
+    GuestVm,
+    Netns,
+    VmFactory,
+    connect,
+    sh,
+    shutdown_and_wait,
+    with_agent,
+)
 
 from hypr.guest.assets import preferred_kernel
 from hypr.guest.protocol import AgentClient
@@ -27,35 +35,6 @@ from hypr_build.kernel import SIGNATURE_MAGIC
 
 pytestmark = pytest.mark.vm
 
-T = TypeVar("T")
-BOOT_TIMEOUT = 90.0
-
-
-async def connect(vm: GuestVm, **kw: Callable[[WorkloadExit], None]) -> AgentClient:
-    client = await asyncio.wait_for(AgentClient.connect(vm.handle.agent_socket, **kw), 30)
-    await asyncio.wait_for(client.wait_ready(), BOOT_TIMEOUT)
-    return client
-
-
-def with_agent(vm: GuestVm, body: Callable[[AgentClient], Awaitable[T]]) -> T:
-    """Run `body` with a fresh client connected to `vm`, in its own event loop."""
-
-    async def main() -> T:
-        client = await connect(vm)
-        try:
-            return await asyncio.wait_for(body(client), 60)
-        finally:
-            await client.close()
-
-    return asyncio.run(main())
-
-
-def sh(vm: GuestVm, script: str) -> ExecResult:
-    async def body(client: AgentClient) -> ExecResult:
-        return await client.exec(["sh", "-c", script])
-
-    return with_agent(vm, body)
-
 
 async def wait_for_state(client: AgentClient, check: Callable[[AgentState], bool]) -> None:
     async with asyncio.timeout(60):
@@ -65,16 +44,6 @@ async def wait_for_state(client: AgentClient, check: Callable[[AgentState], bool
 def assert_tail_of(events: list[WorkloadExit], expected: list[WorkloadExit]) -> None:
     """Exits before our HELLO was answered are not ours to see: compare what came after."""
     assert events and events == expected[len(expected) - len(events) :]
-
-
-def shutdown_and_wait(vm: GuestVm, grace: float = 5) -> WorkloadExit:
-    async def main() -> WorkloadExit:
-        client = await connect(vm)
-        final = await client.shutdown(grace)
-        await asyncio.wait_for(vm.adapter.wait(vm.handle), 20)
-        return final
-
-    return asyncio.run(main())
 
 
 # --------------------------------------------------------------------- the shared VM

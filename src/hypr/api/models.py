@@ -131,6 +131,8 @@ class VmView(BaseModel):
     command: list[str]
     env: list[str]
     workdir: str
+    user: str | None
+    stop_signal: str | None
     vcpus: int
     memory_mib: int
     restart: str
@@ -157,6 +159,7 @@ class ExecRequest(HyprModel):
     workdir: str | None = None
     stdin: str = ""
     interactive: bool = False
+    user: str | None = None  # USER[:GROUP]; None: the VM's own user
 
 
 class ExecResponse(BaseModel):

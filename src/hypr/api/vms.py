@@ -63,6 +63,8 @@ def vm_view(details: VmDetails) -> VmView:
         command=vm.spec.argv,
         env=vm.spec.env,
         workdir=vm.spec.workdir,
+        user=vm.spec.user,
+        stop_signal=vm.spec.stop_signal,
         vcpus=vm.spec.vcpus,
         memory_mib=vm.spec.memory_mib,
         restart=vm.spec.restart,
@@ -176,7 +178,7 @@ async def vm_logs(
 async def exec_vm(ref: str, body: ExecRequest, request: Request) -> ExecResponse:
     """Run a command to completion and return its output (for scripts and healthchecks)."""
     result = await daemon_of(request).exec_vm(
-        ref, body.command, body.env, body.workdir, body.stdin.encode()
+        ref, body.command, body.env, body.workdir, body.stdin.encode(), body.user
     )
     return ExecResponse(
         exit_code=result.exit_code,
@@ -216,7 +218,7 @@ async def _open_exec(ref: str, websocket: WebSocket) -> ExecSession | None:
     try:
         start = ExecRequest.model_validate(await websocket.receive_json())
         return await daemon.vm_agent(ref).open_exec(
-            start.command, start.env, start.workdir, interactive=start.interactive
+            start.command, start.env, start.workdir, start.interactive, start.user
         )
     except (HyprError, ValueError, AgentDisconnected) as exc:
         message = exc.message if isinstance(exc, HyprError) else str(exc)

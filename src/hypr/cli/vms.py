@@ -40,6 +40,8 @@ NO_INTERSPERSED = {"allow_interspersed_args": False}  # what follows the image i
 @click.option("--env", "-e", multiple=True, help="K=V")
 @click.option("--restart", default="no", show_default=True, help="no, always, on-failure[:N]")
 @click.option("--workdir", "-w")
+@click.option("--user", "-u", help="USER[:GROUP], names or ids, as in the image")
+@click.option("--stop-signal", help="Signal that stops the VM's process (default SIGTERM)")
 @click.option("--entrypoint", help="Override the entrypoint")
 @click.option("--rm", is_flag=True, help="Remove the VM when it exits")
 @click.option("--dhcp/--no-dhcp", help="Guest takes its address by DHCP")
@@ -63,6 +65,8 @@ def run(
     env: tuple[str, ...],
     restart: str,
     workdir: str | None,
+    user: str | None,
+    stop_signal: str | None,
     entrypoint: str | None,
     rm: bool,
     dhcp: bool,
@@ -99,6 +103,8 @@ def run(
         "memory_mib": memory_mib,
         "restart": restart,
         "workdir": workdir,
+        "user": user,
+        "stop_signal": stop_signal,
         "dhcp": dhcp,
         "auto_remove": rm,
         "ports": list(publish),
@@ -318,24 +324,38 @@ def images() -> None:
 @click.option("--interactive", "-i", is_flag=True, help="Relay stdin")
 @click.option("--env", "-e", multiple=True, help="K=V")
 @click.option("--workdir", "-w")
+@click.option("--user", "-u", help="USER[:GROUP] (default: the VM's user)")
 def exec_(
-    vm: str, command: tuple[str, ...], interactive: bool, env: tuple[str, ...], workdir: str | None
+    vm: str,
+    command: tuple[str, ...],
+    interactive: bool,
+    env: tuple[str, ...],
+    workdir: str | None,
+    user: str | None,
 ) -> None:
     """Run COMMAND in a running VM; its exit code is hypr's."""
     argv = strip_separator(list(command))
     if not argv:
         raise click.BadParameter("missing command to run in the VM")
-    raise click.exceptions.Exit(run_exec(vm, argv, interactive, list(env), workdir))
+    raise click.exceptions.Exit(run_exec(vm, argv, interactive, list(env), workdir, user))
 
 
 def run_exec(
-    vm: str, command: list[str], interactive: bool, env: list[str], workdir: str | None
+    vm: str,
+    command: list[str],
+    interactive: bool,
+    env: list[str],
+    workdir: str | None,
+    user: str | None = None,
 ) -> int:
     """Relay one exec session over the API's WebSocket; return the command's exit code."""
     from websockets.sync.client import unix_connect  # only exec pays for its import
 
     client = api()
-    start = {"command": command, "env": env, "workdir": workdir, "interactive": interactive}
+    start = {
+        "command": command, "env": env, "workdir": workdir, "interactive": interactive,
+        "user": user,
+    }  # fmt: skip
     try:
         ws = unix_connect(str(client.socket_path), f"ws://hypr/vms/{vm}/exec/ws")
     except OSError:

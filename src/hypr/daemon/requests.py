@@ -33,6 +33,8 @@ class RunRequest(_Request):
     memory_mib: int = 256
     restart: str = "no"
     workdir: str | None = None
+    user: str | None = None  # Docker's -u USER[:GROUP]; None: the image's (root for now)
+    stop_signal: str | None = None  # a name (SIGQUIT) or number; None: SIGTERM
     dhcp: bool = False
     auto_remove: bool = False
     labels: dict[str, str] = Field(default_factory=dict)

@@ -143,9 +143,15 @@ class Daemon:
         return await self.vms.wait(ref)
 
     async def exec_vm(
-        self, ref: str, argv: list[str], env: list[str], workdir: str | None, stdin: bytes
+        self,
+        ref: str,
+        argv: list[str],
+        env: list[str],
+        workdir: str | None,
+        stdin: bytes,
+        user: str | None = None,
     ) -> ExecResult:
-        return await self.vms.exec(ref, argv, env, workdir, stdin)
+        return await self.vms.exec(ref, argv, env, workdir, stdin, user)
 
     def vm_agent(self, ref: str) -> AgentClient:
         return self.vms.agent(ref)

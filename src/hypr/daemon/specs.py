@@ -3,13 +3,14 @@ the request is refused with one line before anything is claimed."""
 
 from __future__ import annotations
 
-from hypr.checks import check_env, check_no_nul, parse_restart
+from hypr.checks import check_env, check_no_nul, check_user, parse_restart, signal_number
 from hypr.daemon.requests import RunRequest
 from hypr.errors import InvalidArgument
 from hypr.images.store import Image
 from hypr.network.names import check_vm_name
 from hypr.state.vms import VmSpec
 from hypr.units import MIN_MEMORY_MIB
+from hypr.vmm.qemu import check_devices
 
 MAX_MEMORY_MIB = 1024 * 1024
 MAX_VCPUS = 64
@@ -24,6 +25,7 @@ def check_request_text(req: RunRequest) -> None:
     check_no_nul("entrypoint", req.entrypoint or [])
     check_no_nul("environment variable", req.env)
     check_no_nul("workdir", [req.workdir])
+    check_no_nul("user", [req.user, req.stop_signal])
     check_no_nul("label", [*req.labels, *req.labels.values()])
     check_no_nul("port", req.ports)
     for attachment in req.networks or []:
@@ -45,12 +47,17 @@ def build_spec(req: RunRequest, image: Image) -> VmSpec:
         raise InvalidArgument(f"cpus must be between 1 and {MAX_VCPUS}")
     restart = parse_restart(req.restart)
     check_env(req.env)
+    if req.user is not None:
+        check_user(req.user)
+    if req.stop_signal is not None:
+        signal_number(req.stop_signal)
     entrypoint = req.entrypoint if req.entrypoint is not None else image.config.entrypoint
     command = req.command if req.command else image.config.cmd
     argv = [*entrypoint, *command]
     if not argv:
         raise InvalidArgument(f"no command given and image {image.reference} has none")
     attachments = req.attachments
+    check_devices(len(image.layers), len(attachments))
     return VmSpec(
         argv=argv,
         env=[*image.config.env, *req.env],
@@ -65,4 +72,6 @@ def build_spec(req: RunRequest, image: Image) -> VmSpec:
         dhcp=req.dhcp,
         auto_remove=req.auto_remove,
         labels=dict(req.labels),
+        user=req.user,
+        stop_signal=req.stop_signal,
     )

@@ -209,10 +209,16 @@ class VmManager:
         return running.exit_code
 
     async def exec(
-        self, ref: str, argv: list[str], env: list[str], workdir: str | None, stdin: bytes
+        self,
+        ref: str,
+        argv: list[str],
+        env: list[str],
+        workdir: str | None,
+        stdin: bytes,
+        user: str | None = None,
     ) -> ExecResult:
         agent = self.agent(ref)
-        return await agent.exec(argv, env, workdir, stdin)
+        return await agent.exec(argv, env, workdir, stdin, user=user)
 
     def agent(self, ref: str) -> AgentClient:
         """The agent connection of a running VM, for exec sessions."""
@@ -280,6 +286,7 @@ class VmManager:
         faults.point(RUN_TAPS)
         try:
             # Rendering refuses what the guest cannot be told (a NUL in argv, say).
+            layers = list(image.layers)
             guest = GuestSpec(
                 hostname=vm.spec.hostname or vm.name,
                 nics=[nic for _, nic in nics],
@@ -290,7 +297,10 @@ class VmManager:
                     workdir=vm.spec.workdir,
                     restart=vm.spec.restart,  # type: ignore[arg-type]
                     max_restarts=vm.spec.max_restarts,
+                    user=vm.spec.user,
+                    stop_signal=vm.spec.stop_signal,
                 ),
+                layers=len(layers),
             )
             config = VmConfig(
                 vm_id=vm.id,
@@ -300,7 +310,7 @@ class VmManager:
                 initrd=self.accel.initramfs,
                 initrd_append=spec_cpio(guest.workload),
                 cmdline=kernel_args(guest),
-                rootfs=image.layers[-1],  # part G: VmConfig.layers=list(image.layers)
+                layers=layers,
                 nics=[NicConfig(tap, nic.mac) for tap, nic in nics],
                 runtime_dir=run_dir,
                 console_log=self.log_path(vm.id),

@@ -185,10 +185,11 @@ class AgentClient:
         env: Sequence[str] = (),
         workdir: str | None = None,
         interactive: bool = False,
+        user: str | None = None,
     ) -> ExecSession:
         """Start a process in the guest; stdin is /dev/null unless `interactive`."""
         await self._wait_handshake()
-        payload = exec_payload(argv, env, workdir, interactive)
+        payload = exec_payload(argv, env, workdir, interactive, user)
         session_id = self._next_id
         self._next_id = self._next_id % 0xFFFFFFFF + 1
         session = ExecSession(self, session_id, interactive)
@@ -206,13 +207,14 @@ class AgentClient:
         env: Sequence[str] = (),
         workdir: str | None = None,
         stdin: bytes = b"",
+        user: str | None = None,
     ) -> ExecResult:
         """Run a process to completion and collect its output. If the caller cancels (e.g.
         its `asyncio.timeout()` expires) the guest process is SIGKILLed, not left running."""
         out: dict[Stream, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
         session: ExecSession | None = None
         try:
-            session = await self.open_exec(argv, env, workdir, interactive=bool(stdin))
+            session = await self.open_exec(argv, env, workdir, bool(stdin), user)
             if stdin:
                 await session.write_stdin(stdin)
                 await session.close_stdin()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Literal
 
+from hypr.checks import check_user, signal_number
 from hypr.guest.cpio import CpioEntry, newc_archive
 
 RestartPolicy = Literal["no", "always", "on-failure"]
@@ -46,6 +47,11 @@ class WorkloadSpec:
     workdir: str = "/"
     restart: RestartPolicy = "no"
     max_restarts: int = 0  # for on-failure; 0 means unlimited
+    # Docker's `-u`: uid, uid:gid, name or name:group, resolved in the image's /etc/passwd
+    # and /etc/group by the agent; exec sessions run as this user too. None: root.
+    user: str | None = None
+    # Sent to the workload on shutdown: a name (SIGQUIT, QUIT) or number. None: SIGTERM.
+    stop_signal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class GuestSpec:
     nics: list[GuestNic]
     dns: list[str]
     workload: WorkloadSpec
+    layers: int = 1  # image layers attached as block devices layer0 (bottom) .. layerN-1
 
 
 def encode_value(value: str) -> str:
@@ -91,6 +98,10 @@ def workload_spec_bytes(spec: WorkloadSpec) -> bytes:
     if spec.max_restarts < 0:
         raise ValueError("max_restarts must be >= 0")
     lines.append(f"max_restarts={spec.max_restarts}")
+    if spec.user is not None:
+        lines.append(f"user={check_user(spec.user)}")
+    if spec.stop_signal is not None:
+        lines.append(f"stop_signal={signal_number(spec.stop_signal)}")
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
@@ -121,4 +132,7 @@ def kernel_args(spec: GuestSpec) -> str:
     if spec.dns:
         words.append("hypr.dns=" + ",".join(_safe("dns server", d) for d in spec.dns))
     words.append("hypr.hostname=" + _safe("hostname", spec.hostname))
+    if spec.layers < 1:
+        raise ValueError("a guest needs at least one image layer")
+    words.append(f"hypr.layers={int(spec.layers)}")
     return " ".join(words)

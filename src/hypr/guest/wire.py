@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from hypr.checks import check_user
+
 MAX_PAYLOAD = 65536
 HEADER = struct.Struct(">BII")
 
@@ -105,9 +107,13 @@ def decode_records(payload: bytes) -> list[tuple[str, str]]:
 
 
 def exec_payload(
-    argv: Sequence[str], env: Sequence[str] = (), workdir: str | None = None, stdin: bool = False
+    argv: Sequence[str],
+    env: Sequence[str] = (),
+    workdir: str | None = None,
+    stdin: bool = False,
+    user: str | None = None,
 ) -> bytes:
-    """The EXEC frame payload."""
+    """The EXEC frame payload; without `user` the session runs as the workload's user."""
     if not argv:
         raise ValueError("argv must not be empty")
     records = [("arg", a) for a in argv] + [("env", e) for e in env]
@@ -115,6 +121,8 @@ def exec_payload(
         records.append(("cwd", workdir))
     if stdin:
         records.append(("stdin", "1"))
+    if user:
+        records.append(("user", check_user(user)))
     return encode_records(records)
 
 

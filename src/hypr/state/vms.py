@@ -35,6 +35,9 @@ class VmSpec:
     aliases: list[list[str]] = field(default_factory=list)
     hostname: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # Defaults None so rows written before these existed still load.
+    user: str | None = None
+    stop_signal: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -38,7 +38,9 @@ class VmConfig:
     initrd_append: bytes
     # Kernel arguments for the guest; the adapter adds its own (console, TSC under TCG).
     cmdline: str
-    rootfs: Path  # attached read-only as the first block device
+    # The image's squashfs layers, bottom first: each a read-only block device of its own,
+    # so VMs of one image (or of images sharing a base) share the files on the host.
+    layers: list[Path]
     nics: list[NicConfig]
     runtime_dir: Path  # per-VM directory for sockets and the per-VM initrd
     console_log: Path

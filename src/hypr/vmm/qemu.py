@@ -1,6 +1,6 @@
 """QEMU `microvm` adapter: virtio-mmio devices, no firmware, no PCI.
 
-The rootfs is a read-only virtio-blk disk, each NIC a virtio-net device on a TAP the daemon
+Each image layer is a read-only virtio-blk disk, each NIC a virtio-net device on a TAP the daemon
 created, and the agent channel a virtio-serial port on a Unix socket that QEMU serves
 (server=on,wait=off) so the daemon can connect, leave and come back at any time. QEMU runs in
 its own session so it outlives hyprd; `wait()` uses a pidfd, so it works for a VM adopted
@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hypr.errors import InvalidArgument
 from hypr.process import wait_exit
 from hypr.vmm.adapter import Accel, CommandSpec, VmConfig, VmHandle
 from hypr.vmm.cmdline import kernel_cmdline
@@ -29,6 +30,22 @@ AGENT_SOCKET = "agent.sock"
 INITRD = "initrd.cpio"
 QEMU_STDERR = "qemu.stderr"
 STOP_TERM_GRACE = 3.0
+# microvm's virtio-mmio transports (measured: a 25th virtio device fails to attach).
+MMIO_TRANSPORTS = 24
+
+
+def check_devices(layers: int, nics: int) -> None:
+    """Refuse a VM whose layers, NICs and agent port need more virtio devices than microvm
+    has: one clear line instead of QEMU's error (the image store could flatten such an
+    image; refusing keeps every layer shared). The daemon calls it at create, too."""
+    if layers < 1:
+        raise InvalidArgument("a VM needs at least one image layer")
+    needed = layers + nics + 1
+    if needed > MMIO_TRANSPORTS:
+        raise InvalidArgument(
+            f"the image has {layers} layers and the VM {nics} NICs: "
+            f"that needs {needed} virtio devices, microvm has {MMIO_TRANSPORTS}"
+        )
 
 
 def _machine(accel: Accel) -> list[str]:
@@ -51,6 +68,7 @@ class QemuAdapter:
 
     def build_command(self, config: VmConfig) -> CommandSpec:
         """The argv and the per-VM initrd (the shared one + `initrd_append`)."""
+        check_devices(len(config.layers), len(config.nics))
         run = config.runtime_dir
         initrd = run / INITRD
         argv = [
@@ -66,9 +84,14 @@ class QemuAdapter:
             "-append", kernel_cmdline(config.accel, config.cmdline, host_tsc_khz()),
             "-chardev", f"file,id=console,path={config.console_log},append=on",
             "-serial", "chardev:console",
-            "-drive", f"id=rootfs,file={config.rootfs},format=raw,if=none,readonly=on",
-            "-device", "virtio-blk-device,drive=rootfs",
         ]  # fmt: skip
+        for index, layer in enumerate(config.layers):
+            # readonly=on takes a shared lock only, so any number of VMs open one file; the
+            # serial is how the agent tells the layers apart, whatever order they probe in.
+            argv += [
+                "-drive", f"id=layer{index},file={layer},format=raw,if=none,readonly=on",
+                "-device", f"virtio-blk-device,drive=layer{index},serial=layer{index}",
+            ]  # fmt: skip
         for index, nic in enumerate(config.nics):
             argv += [
                 "-netdev", f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no",

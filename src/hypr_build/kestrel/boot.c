@@ -1,11 +1,13 @@
 /*
  * Boot up to the workload: early mounts, kernel modules, the kernel command
- * line, the image root (squashfs under a tmpfs overlay), /hypr/spec and the
- * files in the image's /etc that the VM's identity decides.
+ * line, the image root (its squashfs layers stacked by overlayfs under a tmpfs
+ * upper layer), /hypr/spec and the files in the image's /etc that the VM's
+ * identity decides.
  */
 #include "kestrel.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -14,6 +16,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <termios.h>
 #include <unistd.h>
@@ -22,8 +25,8 @@ struct strv dns;
 char hostname[65] = "hypr";
 bool probe;
 struct strv spec_argv, base_env;
-char *spec_workdir;
-int restart_policy = R_NO, max_restarts;
+char *spec_workdir, *spec_user;
+int restart_policy = R_NO, max_restarts, stop_signal = SIGTERM, nlayers = 1;
 
 void early_setup(void)
 {
@@ -92,6 +95,10 @@ void parse_cmdline(void)
 					strv_add(&dns, s);
 		} else if (!strncmp(w, "hypr.hostname=", 14)) {
 			snprintf(hostname, sizeof hostname, "%s", w + 14);
+		} else if (!strncmp(w, "hypr.layers=", 12)) {
+			nlayers = atoi(w + 12);
+			if (nlayers < 1 || nlayers > MAX_LAYERS)
+				fatal("bad hypr.layers");
 		} else if (!strcmp(w, "hypr.probe=1")) {
 			probe = true;
 		}
@@ -99,21 +106,69 @@ void parse_cmdline(void)
 	free(cmd);
 }
 
+/* The disk whose virtio serial is "layer<i>" (QEMU sets it), as /dev/vdX in `dev`:
+ * probe order is not attach order, the serial is what tells layers apart. */
+static bool find_layer(int i, char *dev, size_t n)
+{
+	char want[24], path[300];
+	snprintf(want, sizeof want, "layer%d", i);
+	DIR *d = opendir("/sys/block");
+	struct dirent *e;
+	bool found = false;
+	while (d && !found && (e = readdir(d))) {
+		if (strncmp(e->d_name, "vd", 2))
+			continue;
+		snprintf(path, sizeof path, "/sys/block/%s/serial", e->d_name);
+		char *serial = read_file(path);
+		if (serial) {
+			serial[strcspn(serial, "\n")] = 0;
+			if (!strcmp(serial, want)) {
+				snprintf(dev, n, "/dev/%s", e->d_name);
+				found = !access(dev, F_OK);
+			}
+			free(serial);
+		}
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* Mount every layer read-only and stack them: lowerdir=top:...:bottom. Overlayfs
+ * honours the layers' own whiteouts (0:0 character devices) and opaque
+ * directories (trusted.overlay.opaque=y, kept by squashfs's xattrs). */
 void setup_rootfs(void)
 {
-	for (int t = 0; t < 500 && access("/dev/vda", F_OK); t++)
-		usleep(10000);
+	struct buf lower = { 0 };
 	mkdir("/mnt", 0755);
-	mkdir("/mnt/ro", 0755);
-	if (mount("/dev/vda", "/mnt/ro", "squashfs", MS_RDONLY, NULL) < 0)
-		fatal("cannot mount the image (/dev/vda)");
+	buf_add(&lower, "lowerdir=", 9);
+	for (int i = nlayers - 1; i >= 0; i--) {
+		char dev[300], dir[32];
+		for (int t = 0; t < 500 && !find_layer(i, dev, sizeof dev); t++)
+			usleep(10000);
+		if (!find_layer(i, dev, sizeof dev)) {
+			logmsg("image layer %d of %d: no disk with serial layer%d", i, nlayers, i);
+			fatal("cannot find the image's layers");
+		}
+		snprintf(dir, sizeof dir, "/mnt/l%d", i);
+		mkdir(dir, 0755);
+		if (mount(dev, dir, "squashfs", MS_RDONLY, NULL) < 0) {
+			logmsg("mount %s (layer %d): %s", dev, i, strerror(errno));
+			fatal("cannot mount the image");
+		}
+		if (i != nlayers - 1)
+			buf_add(&lower, ":", 1);
+		buf_add(&lower, dir, strlen(dir));
+	}
 	xmount("tmpfs", "/mnt/rw", "tmpfs", 0, "mode=0755");
 	mkdir("/mnt/rw/upper", 0755);
 	mkdir("/mnt/rw/work", 0755);
 	mkdir(NEWROOT, 0755);
-	if (mount("overlay", NEWROOT, "overlay", 0,
-		  "lowerdir=/mnt/ro,upperdir=/mnt/rw/upper,workdir=/mnt/rw/work") < 0)
+	const char *rw = ",upperdir=/mnt/rw/upper,workdir=/mnt/rw/work";
+	buf_add(&lower, rw, strlen(rw) + 1);
+	if (mount("overlay", NEWROOT, "overlay", 0, lower.p) < 0)
 		fatal("cannot mount the overlay root");
+	buf_free(&lower);
 	xmount("proc", NEWROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	xmount("sysfs", NEWROOT "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	xmount("devtmpfs", NEWROOT "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
@@ -126,7 +181,9 @@ void setup_rootfs(void)
 	symlink("/proc/self/fd/1", NEWROOT "/dev/stdout");
 	symlink("/proc/self/fd/2", NEWROOT "/dev/stderr");
 	mkdir(NEWROOT "/etc", 0755);
-	mkdir(NEWROOT "/tmp", 01777);
+	/* mkdir(2) applies the umask: chmod what we made; an image's own /tmp stays. */
+	if (!mkdir(NEWROOT "/tmp", 01777))
+		chmod(NEWROOT "/tmp", 01777);
 }
 
 void write_etc(void)
@@ -174,6 +231,10 @@ void read_spec(void)
 					 : !strcmp(v, "on-failure") ? R_ON_FAILURE : R_NO;
 		else if (!strcmp(l, "max_restarts"))
 			max_restarts = atoi(v);
+		else if (!strcmp(l, "user") && *v)
+			spec_user = strdup(v);
+		else if (!strcmp(l, "stop_signal") && atoi(v) > 0)
+			stop_signal = atoi(v);
 	}
 	free(text);
 	if (!spec_argv.n)
@@ -184,5 +245,5 @@ void read_spec(void)
 	snprintf(h, sizeof h, "HOSTNAME=%s", hostname);
 	env_set(&base_env, DEFAULT_PATH, false);
 	env_set(&base_env, h, false);
-	env_set(&base_env, "HOME=/root", false);
+	/* HOME comes from the user's passwd entry at spawn (user.c). */
 }

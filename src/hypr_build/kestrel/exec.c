@@ -77,7 +77,7 @@ void handle_exec(uint32_t id, const char *p, size_t n)
 	memcpy(recs, p, n);
 	recs[n] = 0;
 	struct strv argv = { 0 }, env = { 0 };
-	const char *cwd = spec_workdir;
+	const char *cwd = spec_workdir, *user = spec_user;
 	bool want_stdin = false;
 	for (size_t i = 0; i < base_env.n; i++)
 		strv_add(&env, base_env.v[i]);
@@ -88,6 +88,8 @@ void handle_exec(uint32_t id, const char *p, size_t n)
 			env_set(&env, r + 4, true);
 		else if (!strncmp(r, "cwd=", 4) && r[4])
 			cwd = r + 4;
+		else if (!strncmp(r, "user=", 5) && r[5])
+			user = r + 5;
 		else if (!strcmp(r, "stdin=1"))
 			want_stdin = true;
 	}
@@ -97,7 +99,7 @@ void handle_exec(uint32_t id, const char *p, size_t n)
 	} else if (pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC) || (want_stdin && pipe2(pi, O_CLOEXEC))) {
 		session_fail(id, "kestrel: pipe failed\n", 126);
 	} else {
-		pid_t pid = spawn(argv.v, env.v, cwd, want_stdin ? pi[0] : devnull, po[1], pe[1]);
+		pid_t pid = spawn(argv.v, env.v, cwd, user, want_stdin ? pi[0] : devnull, po[1], pe[1]);
 		if (pid < 0) {
 			session_fail(id, "kestrel: fork failed\n", 126);
 		} else {

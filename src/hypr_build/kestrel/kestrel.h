@@ -3,6 +3,7 @@
  *
  *   main.c      start-up order and the poll(2) loop
  *   boot.c      early mounts, modules, the kernel command line, the image root, /hypr/spec
+ *   user.c      Docker's -u: users and groups from the image's /etc/passwd and /etc/group
  *   net.c       NIC configuration (ioctl; busybox udhcpc for "dhcp")
  *   workload.c  the main process: spawn, exit, restart policy, shutdown
  *   exec.c      exec sessions multiplexed over the channel
@@ -31,6 +32,7 @@
 #define OUTQ_LIMIT (4 << 20)   /* drop frames above this (host away for long) */
 #define STDIN_HIGH (1 << 20)   /* stop reading the channel above this */
 #define MAX_NICS 8
+#define MAX_LAYERS 24          /* microvm's virtio-mmio transports bound it anyway */
 #define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 enum { F_HELLO = 1, F_EXEC, F_STDIN, F_SIGNAL, F_SHUTDOWN };
@@ -96,14 +98,17 @@ extern struct strv dns;
 extern char hostname[65];
 extern bool probe;
 extern struct strv spec_argv, base_env;
-extern char *spec_workdir;
-extern int restart_policy, max_restarts;
+extern char *spec_workdir, *spec_user;
+extern int restart_policy, max_restarts, stop_signal, nlayers;
 void early_setup(void);
 void load_modules(void);
 void parse_cmdline(void);
 void setup_rootfs(void);
 void write_etc(void);
 void read_spec(void);
+
+/* user.c */
+int switch_user(const char *user, struct strv *env);
 
 /* net.c */
 extern struct nic nics[MAX_NICS];
@@ -113,7 +118,8 @@ void setup_network(void);
 
 /* workload.c */
 extern struct workload wl;
-pid_t spawn(char *const argv[], char *const envp[], const char *cwd, int fd0, int fd1, int fd2);
+pid_t spawn(char *const argv[], char *const envp[], const char *cwd, const char *user, int fd0,
+	    int fd1, int fd2);
 void kill_group(pid_t pid, int sig);
 void start_workload(void);
 void handle_shutdown(const char *p, size_t n);

@@ -2,8 +2,9 @@
  * kestrel: hypr's guest agent, PID 1 of every microVM.
  *
  * Boot is linear: mount /proc /sys /dev, load the modules listed in
- * /lib/modules/load.order (finit_module, no modprobe), mount /dev/vda
- * (squashfs) under a tmpfs overlay at /newroot, configure lo and the NICs
+ * /lib/modules/load.order (finit_module, no modprobe), mount the image's
+ * squashfs layers (one disk each, hypr.layers=N) and stack them with
+ * overlayfs under a tmpfs upper layer at /newroot, configure lo and the NICs
  * from hypr.net= with ioctl(2) (busybox udhcpc only for "dhcp"), write
  * resolv.conf, hostname and hosts into /newroot and start the workload
  * described by /hypr/spec.  The agent stays in the initramfs; the workload

@@ -23,10 +23,10 @@ void kill_group(pid_t pid, int sig)
 		kill(pid, sig);
 }
 
-/* fork+exec into /newroot; in the child, failures print to fd 2 and exit
- * 127 (not found) or 126 (cannot run), like Docker. */
-pid_t spawn(char *const argv[], char *const envp[], const char *cwd, int fd0, int fd1,
-		   int fd2)
+/* fork+exec into /newroot as `user` (NULL: root); in the child, failures
+ * print to fd 2 and exit 127 (not found) or 126 (cannot run), like Docker. */
+pid_t spawn(char *const argv[], char *const envp[], const char *cwd, const char *user, int fd0,
+	    int fd1, int fd2)
 {
 	pid_t pid = fork();
 	if (pid != 0)
@@ -42,18 +42,23 @@ pid_t spawn(char *const argv[], char *const envp[], const char *cwd, int fd0, in
 		dprintf(2, "kestrel: chroot: %s\n", strerror(errno));
 		_exit(126);
 	}
-	if (chdir(cwd) < 0) {
+	/* The workdir is made as root (as Docker does), entered as the user. */
+	if (access(cwd, F_OK) < 0)
 		mkdir_p(cwd);
-		if (chdir(cwd) < 0) {
-			dprintf(2, "kestrel: chdir %s: %s\n", cwd, strerror(errno));
-			_exit(126);
-		}
+	struct strv env = { 0 };
+	for (size_t i = 0; envp[i]; i++)
+		strv_add(&env, envp[i]);
+	if (switch_user(user, &env) < 0)
+		_exit(126);
+	if (chdir(cwd) < 0) {
+		dprintf(2, "kestrel: chdir %s: %s\n", cwd, strerror(errno));
+		_exit(126);
 	}
 	if (!argv[0]) {
 		dprintf(2, "kestrel: no command given\n");
 		_exit(127);
 	}
-	environ = (char **)envp;
+	environ = env.v;
 	execvp(argv[0], argv);
 	int e = errno;
 	if (e == ENOENT && !strchr(argv[0], '/'))
@@ -65,7 +70,7 @@ pid_t spawn(char *const argv[], char *const envp[], const char *cwd, int fd0, in
 
 void start_workload(void)
 {
-	pid_t pid = spawn(spec_argv.v, base_env.v, spec_workdir, devnull, console, console);
+	pid_t pid = spawn(spec_argv.v, base_env.v, spec_workdir, spec_user, devnull, console, console);
 	if (pid < 0) {
 		logmsg("cannot fork the workload: %s", strerror(errno));
 		wl.restart_at = now_ms() + 1000;
@@ -123,7 +128,7 @@ void handle_shutdown(const char *p, size_t n)
 	wl.shutting_down = true;
 	if (wl.state == W_RUNNING) {
 		int grace = atoi(s);
-		kill_group(wl.pid, SIGTERM);
+		kill_group(wl.pid, stop_signal);
 		wl.kill_at = now_ms() + (uint64_t)(grace > 0 ? grace : 0) * 1000;
 		return;
 	}
