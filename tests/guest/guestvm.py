@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from hypr.guest.assets import preferred_kernel
-from hypr.guest.protocol import AgentClient, ExecResult, WorkloadExit
+from hypr.guest.protocol import AgentClient
 from hypr.guest.spec import GuestNic, GuestSpec, WorkloadSpec, kernel_args, spec_cpio
+from hypr.guest.wire import ExecResult, WorkloadExit
 from hypr.vmm.adapter import NicConfig, VmConfig, VmHandle
 from hypr.vmm.qemu import QemuAdapter
 
