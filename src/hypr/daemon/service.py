@@ -14,6 +14,7 @@ from pyroute2 import AsyncIPRoute
 
 from hypr.config import Settings
 from hypr.daemon.apikeys import ApiKeys
+from hypr.daemon.images import ImageService, Progress, Prune, PullPolicy
 from hypr.daemon.nicguard import NicGuard
 from hypr.daemon.ports import PortForwarder
 from hypr.daemon.requests import RunRequest
@@ -77,6 +78,13 @@ class Daemon:
             settings, self.db, self.ipr, self.networks, self.ipam, self.images, QemuAdapter()
         )
         self.networks.detach_hook = self.vms.detach_network
+        self.image_service = ImageService(
+            settings,
+            self.images,
+            self.content,
+            self.vms.all,
+            lambda vm_id, image_id: self.vms.rows.update(vm_id, image=image_id),
+        )
         ssh_pool = range(settings.ssh_port_min, settings.ssh_port_max + 1)
         self.ports = PortForwarder(self.db, self.firewall, ssh_pool, settings.max_port_range)
         self.vms.observers.append(self.ports)
@@ -159,8 +167,36 @@ class Daemon:
     def vm_is_running(self, vm_id: str) -> bool:
         return vm_id in self.vms.running
 
+    # --- image facade --------------------------------------------------------------------
+
     def images_all(self) -> list[Image]:
-        return self.images.all()
+        return self.image_service.all()
+
+    def image(self, ref: str) -> Image:
+        return self.image_service.get(ref)
+
+    async def pull_image(
+        self, ref: str, auth: RegistryAuth | None, progress: Progress | None = None
+    ) -> Image:
+        return await self.image_service.pull(ref, auth, progress)
+
+    async def ensure_image(
+        self,
+        ref: str,
+        policy: PullPolicy,
+        auth: RegistryAuth | None,
+        progress: Progress | None = None,
+    ) -> Image:
+        return await self.image_service.ensure(ref, policy, auth, progress)
+
+    def remove_image(self, ref: str, force: bool) -> list[dict[str, str]]:
+        return self.image_service.remove(ref, force)
+
+    def tag_image(self, source: str, repo: str, tag: str | None) -> Image:
+        return self.image_service.tag(source, repo, tag)
+
+    def prune_images(self, all: bool) -> Prune:
+        return self.image_service.prune(all)
 
     # --- network facade ------------------------------------------------------------------
 
@@ -204,6 +240,7 @@ class Daemon:
 
     async def close(self) -> None:
         """Release handles; VMs and networks stay, so a restarted daemon adopts them."""
+        await self.image_service.close()
         await self.vms.shutdown()
         self.dns.close()
         self.ipr.close()

@@ -84,10 +84,12 @@ class ImageRepository:
                 (reference, image_id),
             )
 
-    def untag(self, reference: str) -> bool:
+    def unname(self, reference: str) -> bool:
+        """Drop a tag or a repo digest (canonical)."""
         with self.db.transaction() as conn:
-            cur = conn.execute("DELETE FROM image_tags WHERE reference = ?", (reference,))
-            return cur.rowcount > 0
+            tags = conn.execute("DELETE FROM image_tags WHERE reference = ?", (reference,))
+            digests = conn.execute("DELETE FROM image_digests WHERE reference = ?", (reference,))
+            return tags.rowcount + digests.rowcount > 0
 
     def by_name(self, reference: str) -> ImageRow | None:
         """The image a canonical tag or digest reference names."""

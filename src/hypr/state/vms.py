@@ -10,9 +10,10 @@ from typing import Any
 
 from hypr.state.db import Database
 
-# Columns `VmRepository.update` may set (the VM's lifecycle; identity and spec never change).
+# Columns `VmRepository.update` may set: the VM's lifecycle, and the image it names (an id
+# once `rmi -f` took its tag); identity and spec never change.
 UPDATABLE_COLUMNS = frozenset(
-    {"state", "pid", "exit_code", "error", "restarts", "started_at", "finished_at"}
+    {"state", "pid", "exit_code", "error", "restarts", "started_at", "finished_at", "image"}
 )
 
 
