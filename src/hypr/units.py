@@ -1,4 +1,5 @@
-"""Sizes as Docker writes them, read the same way by the CLI and by compose.
+"""Sizes as Docker writes and reads them, the same for the CLI and for compose; spans of
+time as Docker writes them.
 
 A bare number is bytes (`docker run -m 268435456`, compose's `mem_limit: 268435456`);
 `k`, `m`, `g`, `t` (optionally followed by `b` or `ib`) are powers of 1024, as in
@@ -43,3 +44,36 @@ def memory_mib(text: str | int | float) -> int:
     raise InvalidArgument(
         f"memory {raw} is below the {MIN_MEMORY_MIB} MiB the guest kernel needs to boot"
     )
+
+
+def human_size(size: float) -> str:
+    """Bytes as `docker images` writes them: decimal units, three significant digits."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.3g}{unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float) -> str:
+    """A span as Docker's `HumanDuration` writes it: "2 days", "About an hour"."""
+    s = int(seconds)
+    hours = round(s / 3600)
+    if s < 60:
+        return {0: "Less than a second", 1: "1 second"}.get(s, f"{s} seconds")
+    if s < 3600:
+        return "About a minute" if s < 120 else f"{s // 60} minutes"
+    if hours < 48:
+        return "About an hour" if hours == 1 else f"{hours} hours"
+    for limit, size, name in _SPANS:
+        if hours < limit:
+            return f"{hours // size} {name}"
+    return f"{hours // (24 * 365)} years"
+
+
+# (below this many hours, count in units of this many hours, named) after "N hours"
+_SPANS = (
+    (24 * 7 * 2, 24, "days"),
+    (24 * 30 * 2, 24 * 7, "weeks"),
+    (24 * 365 * 2, 24 * 30, "months"),
+)

@@ -168,15 +168,6 @@ class ExecResponse(BaseModel):
     stderr: str
 
 
-class ImageView(BaseModel):
-    id: str
-    repository: str
-    tag: str
-    size: int
-    entrypoint: list[str]
-    cmd: list[str]
-
-
 class StackUpRequest(HyprModel):
     document: dict[str, Any]
     remove_orphans: bool = False

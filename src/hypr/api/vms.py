@@ -16,7 +16,6 @@ from hypr.api.deps import daemon_of
 from hypr.api.models import (
     ExecRequest,
     ExecResponse,
-    ImageView,
     NicView,
     PortView,
     VmView,
@@ -245,21 +244,3 @@ async def _exec_control(session: ExecSession, control: dict[str, Any]) -> None:
         await session.close_stdin()
     if "signal" in control:
         await session.signal(int(control["signal"]))
-
-
-@router.get("/images")
-async def list_images(request: Request) -> list[ImageView]:
-    return [
-        ImageView(
-            id=image.id,
-            repository=repository,
-            tag=tag,
-            size=image.size,
-            entrypoint=image.config.entrypoint,
-            cmd=image.config.cmd,
-        )
-        for image in daemon_of(request).images_all()
-        for repository, _, tag in (
-            tagged.rpartition(":") for tagged in image.repo_tags or ["<none>:<none>"]
-        )
-    ]

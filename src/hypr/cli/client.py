@@ -96,12 +96,13 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         json: Any = None,
         timeout: float | None = READ_TIMEOUT,
+        headers: dict[str, str] | None = None,
     ) -> Iterator[Response]:
         """A response to read as it comes; `timeout=None` waits for ever between reads
         (a followed log, a stack that takes long to come up)."""
         if params:
             path += "?" + urlencode({k: _query_value(v) for k, v in params.items()})
-        headers = {"Host": "hypr"}
+        headers = {"Host": "hypr", **(headers or {})}
         body = None
         if json is not None:
             body = _json_dumps(json)

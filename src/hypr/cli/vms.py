@@ -1,4 +1,4 @@
-"""`hypr run`, `ps`, `start`, `stop`, `rm`, `logs`, `exec`, `inspect`, `images`."""
+"""`hypr run`, `ps`, `start`, `stop`, `rm`, `logs`, `exec`, `inspect`."""
 
 from __future__ import annotations
 
@@ -299,23 +299,6 @@ def logs(vm: str, follow: bool) -> None:
 def inspect(vms: tuple[str, ...]) -> None:
     """Show VMs as JSON."""
     print_json([api().get(f"/vms/{quote(ref, safe='')}") for ref in vms])
-
-
-@click.command()
-def images() -> None:
-    """List images."""
-    print_table(
-        ["REPOSITORY", "TAG", "IMAGE ID", "SIZE"],
-        [
-            [
-                i["repository"],
-                i["tag"],
-                i["id"].removeprefix("sha256:")[:12],
-                f"{i['size'] / 2**20:.1f}MB",
-            ]
-            for i in api().get("/images")
-        ],
-    )
 
 
 @click.command("exec", context_settings=NO_INTERSPERSED)

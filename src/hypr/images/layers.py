@@ -4,8 +4,8 @@ stacks: `layers/<diff_id hex>.squashfs`.
 The tar streams from the blob through Python's tarfile into squashfs-tools-ng's `tar2sqfs`
 on stdin, so nothing is unpacked onto the host's disk and no root is needed; modes, owners,
 symlinks, hard links, device nodes and xattrs (pax `SCHILY.xattr.*`) pass through as they
-are. On the way, OCI whiteouts become overlayfs's own: `.wh.NAME` a character device 0:0
-named NAME, `.wh..wh..opq` the xattr `trusted.overlay.opaque=y` on its directory. Directory
+are (a hard link to a lower layer's file becomes a symlink to it: see _cross_layer_link).
+On the way, OCI whiteouts become overlayfs's own: `.wh.NAME` a character device 0:0 named NAME, `.wh..wh..opq` the xattr `trusted.overlay.opaque=y` on its directory. Directory
 entries are held back to the end of the stream (tar2sqfs takes a directory's metadata from
 its entry wherever it comes), so an opaque marker met after its directory still reaches it
 in one pass. The sha256 of the uncompressed tar (the diff_id) is computed on the way and
@@ -143,6 +143,7 @@ def _rewrite(reader: _HashingReader, sink: IO[bytes]) -> None:
     """Copy the tar, turning OCI whiteouts into overlayfs ones, directories last."""
     directories: dict[str, tarfile.TarInfo] = {}
     opaque: set[str] = set()
+    written: set[str] = set()
     with (
         tarfile.open(fileobj=reader, mode="r|") as source,  # type: ignore[call-overload]
         tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as target,
@@ -158,8 +159,12 @@ def _rewrite(reader: _HashingReader, sink: IO[bytes]) -> None:
                 directories[name] = member
             elif member.isreg():
                 target.addfile(member, source.extractfile(member))
+                written.add(name)
+            elif member.islnk() and _clean(member.linkname) not in written:
+                target.addfile(_cross_layer_link(member))
             else:
                 target.addfile(member)
+                written.add(name)
         for name in opaque - directories.keys():
             directory = tarfile.TarInfo(name)
             directory.type, directory.mode = tarfile.DIRTYPE, 0o755
@@ -175,6 +180,16 @@ def _clean(name: str) -> str:
     while name.startswith("./"):
         name = name[2:]
     return name.strip("/") or "."
+
+
+def _cross_layer_link(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """A hard link to a file of a lower layer (OCI allows it; tar2sqfs cannot resolve it,
+    one squashfs per layer has no inode to share) becomes a symlink to that file's absolute
+    path: the same content through the stacked layers, but no longer the same inode."""
+    link = tarfile.TarInfo(member.name)
+    link.type, link.linkname = tarfile.SYMTYPE, "/" + _clean(member.linkname)
+    link.uid, link.gid, link.mtime = member.uid, member.gid, member.mtime
+    return link
 
 
 def _whiteout(name: str) -> tarfile.TarInfo:

@@ -1,0 +1,221 @@
+"""`hypr pull`, `images`, `rmi`, `tag` and `hypr image inspect|ls|rm|prune`.
+
+`rich` (the progress bars) is imported only by a pull on a terminal: the other commands
+start as fast as `hypr ps`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import click
+
+from hypr import units
+from hypr.cli import credentials
+from hypr.cli.client import ClientError
+from hypr.cli.context import api
+from hypr.cli.output import fail, print_json, print_table
+
+
+@click.command()
+@click.option("--quiet", "-q", is_flag=True, help="Print only the image's reference")
+@click.argument("reference")
+def pull(reference: str, quiet: bool) -> None:
+    """Pull an image from a registry."""
+    headers = {}
+    server = credentials.registry_of(reference)
+    creds = credentials.load(server)
+    if creds is not None:
+        headers["X-Registry-Auth"] = credentials.registry_auth_header(server, creds)
+    with api().stream(
+        "POST", "/images/pull", json={"reference": reference}, timeout=None, headers=headers
+    ) as response:
+        events = (json.loads(line) for line in response.iter_lines() if line.strip())
+        if quiet:
+            result = _drain(events)
+        elif sys.stdout.isatty():
+            result = _show_bars(events)
+        else:
+            result = _show_lines(events)
+    if "error" in result:
+        raise fail(result["message"])
+    click.echo(result["aux"]["Reference"])
+
+
+def _drain(events: Iterator[dict[str, Any]]) -> dict[str, Any]:
+    """The last line: the result (`aux`) or the error."""
+    for event in events:
+        if "aux" in event or "error" in event:
+            return event
+    raise ClientError("the pull ended without a result")
+
+
+def _show_lines(events: Iterator[dict[str, Any]]) -> dict[str, Any]:
+    """Docker's plain output off a terminal: each step's line, no byte counts."""
+    for event in events:
+        if "aux" in event or "error" in event:
+            return event
+        if event.get("progressDetail"):
+            continue
+        status = event.get("status", "")
+        click.echo(f"{event['id']}: {status}" if event.get("id") else status)
+    raise ClientError("the pull ended without a result")
+
+
+def _show_bars(events: Iterator[dict[str, Any]]) -> dict[str, Any]:
+    """A bar per layer, as Docker draws them on a terminal."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
+    tasks: dict[str, Any] = {}
+    with Progress(*columns, transient=False) as bars:
+        for event in events:
+            if "aux" in event or "error" in event:
+                return event
+            layer, status = event.get("id"), event.get("status", "")
+            if not layer:
+                bars.console.print(status, highlight=False)
+                continue
+            if layer not in tasks:
+                tasks[layer] = bars.add_task(f"{layer}: {status}", total=None)
+            task = tasks[layer]
+            detail = event.get("progressDetail") or {}
+            if detail:
+                bars.update(task, completed=detail["current"], total=detail["total"])
+            finished = status in ("Already exists", "Pull complete", "Download complete")
+            if finished and bars.tasks[task].total is None:
+                bars.update(task, total=1, completed=1)
+            bars.update(task, description=f"{layer}: {status}")
+    raise ClientError("the pull ended without a result")
+
+
+@click.command()
+@click.option("--quiet", "-q", is_flag=True, help="Only image IDs")
+@click.option("--digests", is_flag=True, help="Show digests")
+def images(quiet: bool, digests: bool) -> None:
+    """List images."""
+    rows = [row for image in api().get("/images") for row in _rows(image)]
+    if quiet:
+        for row in rows:
+            click.echo(row[3])
+        return
+    now = time.time()
+    print_table(
+        ["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED", "SIZE"],
+        [
+            [
+                repo,
+                tag,
+                *([digest] if digests else []),
+                short,
+                f"{units.human_duration(now - created)} ago" if created else "N/A",
+                units.human_size(size),
+            ]
+            for repo, tag, digest, short, created, size in rows
+        ],
+    )
+
+
+def _rows(image: dict[str, Any]) -> list[tuple[str, str, str, str, int, int]]:
+    """A row per tag (`<none>` for an untagged image), each with its repository's digest."""
+    digests = dict(d.rsplit("@", 1) for d in image["RepoDigests"])
+    short = image["Id"].removeprefix("sha256:")[:12]
+    names = [_split_tag(t) for t in image["RepoTags"]]
+    if not names:
+        names = [(repo, "<none>") for repo in digests] or [("<none>", "<none>")]
+    return [
+        (repo, tag, digests.get(repo, "<none>"), short, image["Created"], image["Size"])
+        for repo, tag in names
+    ]
+
+
+def _split_tag(name: str) -> tuple[str, str]:
+    repo, sep, tag = name.rpartition(":")
+    return (repo, tag) if sep and "/" not in tag else (name, "")
+
+
+@click.command("inspect")
+@click.argument("references", nargs=-1, required=True)
+def inspect(references: tuple[str, ...]) -> None:
+    """Show images as JSON (Docker's shape)."""
+    found, missing = [], []
+    for ref in references:
+        try:
+            found.append(api().get(f"/images/{quote(ref, safe='')}/json"))
+        except ClientError as exc:
+            missing.append(str(exc))
+    print_json(found)
+    for message in missing:
+        click.echo(f"Error: {message}", err=True)
+    if missing:
+        raise click.exceptions.Exit(1)
+
+
+@click.command()
+@click.option("--force", "-f", is_flag=True, help="Remove only the name of an image in use")
+@click.argument("references", nargs=-1, required=True)
+def rmi(references: tuple[str, ...], force: bool) -> None:
+    """Remove images."""
+    failed = False
+    for ref in references:
+        try:
+            done = api().delete(f"/images/{quote(ref, safe='')}", params={"force": force})
+        except ClientError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            failed = True
+            continue
+        for item in done:
+            for what, name in item.items():
+                click.echo(f"{what}: {name}")
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+@click.command()
+@click.argument("source")
+@click.argument("target")
+def tag(source: str, target: str) -> None:
+    """Give an image another name: TARGET is REPOSITORY[:TAG]."""
+    repo, tag = _split_tag(target)
+    api().post(f"/images/{quote(source, safe='')}/tag", json={"repo": repo, "tag": tag or None})
+
+
+@click.command()
+@click.option("--all", "-a", "all_", is_flag=True, help="Every image no VM uses")
+@click.option("--force", "-f", is_flag=True, help="Do not ask")
+def prune(all_: bool, force: bool) -> None:
+    """Remove unused images (dangling ones only, without -a)."""
+    which = "all images without at least one VM" if all_ else "all dangling images"
+    if not force:
+        click.echo(f"WARNING! This will remove {which}.")
+        try:
+            if not click.confirm("Are you sure you want to continue?", default=False):
+                return
+        except click.Abort:
+            return
+    result = api().post("/images/prune", params={"all": all_})
+    if result["ImagesDeleted"]:
+        click.echo("Deleted Images:")
+        for item in result["ImagesDeleted"]:
+            for what, name in item.items():
+                click.echo(f"{what.lower()}: {name}")
+        click.echo("")
+    click.echo(f"Total reclaimed space: {units.human_size(result['SpaceReclaimed'])}")
+
+
+@click.group()
+def image() -> None:
+    """Manage images."""
+
+
+image.add_command(inspect)
+image.add_command(images, "ls")
+image.add_command(rmi, "rm")
+image.add_command(prune)
+image.add_command(pull)
+image.add_command(tag)
