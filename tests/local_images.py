@@ -13,7 +13,7 @@ import json
 import subprocess
 import sys
 import tarfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,7 +120,9 @@ class LocalClient:
     def __init__(self, source: LocalSource) -> None:
         self.source = source
 
-    async def resolve(self, ref: Reference, platform: oci.Platform) -> Built:
+    async def resolve(
+        self, ref: Reference, platform: oci.Platform, known: Callable[[str], bytes | None]
+    ) -> Built:
         try:
             return self.source.images[str(ref)]
         except KeyError:

@@ -45,6 +45,13 @@ class ContentStore:
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
+    def read(self, digest: str) -> bytes | None:
+        """A small stored blob's bytes (a config), None if absent; verified on the way in."""
+        try:
+            return self.path(digest).read_bytes()
+        except FileNotFoundError:
+            return None
+
     def remove(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)
 

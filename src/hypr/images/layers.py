@@ -5,10 +5,11 @@ The tar streams from the blob through Python's tarfile into squashfs-tools-ng's 
 on stdin, so nothing is unpacked onto the host's disk and no root is needed; modes, owners,
 symlinks, hard links, device nodes and xattrs (pax `SCHILY.xattr.*`) pass through as they
 are (a hard link to a lower layer's file becomes a symlink to it: see _cross_layer_link).
-On the way, OCI whiteouts become overlayfs's own: `.wh.NAME` a character device 0:0 named NAME, `.wh..wh..opq` the xattr `trusted.overlay.opaque=y` on its directory. Directory
-entries are held back to the end of the stream (tar2sqfs takes a directory's metadata from
-its entry wherever it comes), so an opaque marker met after its directory still reaches it
-in one pass. The sha256 of the uncompressed tar (the diff_id) is computed on the way and
+On the way, OCI whiteouts become overlayfs's own: `.wh.NAME` a character device 0:0 named
+NAME, `.wh..wh..opq` the xattr `trusted.overlay.opaque=y` on its directory. Directory entries
+are held back to the end of the stream (tar2sqfs takes a directory's metadata from its entry
+wherever it comes), so an opaque marker met after its directory still reaches it in one
+pass. The sha256 of the uncompressed tar (the diff_id) is computed on the way and
 must match the image config's.
 """
 

@@ -54,7 +54,9 @@ class ResolvedLike(Protocol):
 class RegistryClientLike(Protocol):
     """What the puller calls of `hypr.images.registry.RegistryClient`."""
 
-    async def resolve(self, ref: Reference, platform: oci.Platform) -> ResolvedLike: ...
+    async def resolve(
+        self, ref: Reference, platform: oci.Platform, known: Callable[[str], bytes | None]
+    ) -> ResolvedLike: ...
     def stream_blob(self, ref: Reference, desc: oci.Descriptor) -> AsyncIterator[bytes]: ...
     async def aclose(self) -> None: ...
 
@@ -86,7 +88,7 @@ class Puller(Generic[AuthT]):
         client = self.client_factory(auth)
         pairs: list[tuple[oci.Descriptor, str]] = []  # (layer blob, diff_id) this pull wants
         try:
-            resolved = await client.resolve(ref, self.platform)
+            resolved = await client.resolve(ref, self.platform, self.content.read)
             config = ImageConfig.from_oci(resolved.config)
             if len(config.diff_ids) != len(resolved.layers):
                 raise InvalidManifest(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -109,8 +109,14 @@ class RegistryClient:
         if response.status_code != 200:
             raise RegistryUnavailable(f"registry {host} answered {response.status_code} on /v2/")
 
-    async def resolve(self, ref: Reference, platform: oci.Platform) -> ResolvedImage:
-        """The platform's manifest and config for `ref`, every byte checked."""
+    async def resolve(
+        self,
+        ref: Reference,
+        platform: oci.Platform,
+        known: Callable[[str], bytes | None] = lambda digest: None,
+    ) -> ResolvedImage:
+        """The platform's manifest and config for `ref`, every byte checked; a config that
+        `known(digest)` has already (a re-pull) is not fetched again."""
         top, top_type, repo_digest = await self._manifest(ref, ref.digest or ref.tag or "")
         manifest, media_type, manifest_digest = top, top_type, repo_digest
         if top_type in oci.INDEX_TYPES:
@@ -125,11 +131,12 @@ class RegistryClient:
         layers = [_descriptor(item, ref) for item in _list(body, "layers", ref)]
         if config_desc.size > MAX_MANIFEST:
             raise InvalidManifest(f"{ref.familiar}: image config of {config_desc.size} bytes")
-        config = bytearray()
-        async for chunk in self.stream_blob(ref, config_desc):
-            config += chunk
-            if len(config) > config_desc.size:  # never read more than was declared
-                break
+        config = bytearray(known(config_desc.digest) or b"")
+        if not config:
+            async for chunk in self.stream_blob(ref, config_desc):
+                config += chunk
+                if len(config) > config_desc.size:  # never read more than was declared
+                    break
         _verify(bytes(config), config_desc.digest, f"config of {ref.familiar}")
         return ResolvedImage(
             ref,
