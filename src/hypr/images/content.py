@@ -45,6 +45,10 @@ class ContentStore:
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
+    def busy(self, digest: str) -> bool:
+        """Whether a download of `digest` is under way."""
+        return digest in self._inflight
+
     def read(self, digest: str) -> bytes | None:
         """A small stored blob's bytes (a config), None if absent; verified on the way in."""
         try:

@@ -165,7 +165,12 @@ class Puller(Generic[AuthT]):
         progress({"status": "Pulling fs layer", "id": short})
         async with downloads:
             chunks = _counted(client.stream_blob(ref, desc), short, desc.size, progress)
-            blob = await self.content.ingest(desc, chunks)
+            # Nobody else at this layer: make the squashfs while it downloads.
+            alone = diff_id not in self._making and not self.content.busy(desc.digest)
+            if alone and compression in layers.STREAMABLE and not self.content.has(desc.digest):
+                blob = await self._make_streaming(desc, chunks, compression, diff_id)
+            else:
+                blob = await self.content.ingest(desc, chunks)
         progress({"status": "Download complete", "id": short})
         faults.point(BLOB_STORED)
         progress({"status": "Extracting", "id": short})
@@ -173,6 +178,42 @@ class Puller(Generic[AuthT]):
         faults.point(LAYER_MADE)
         progress({"status": "Pull complete", "id": short})
         return LayerRow(diff_id, desc.digest, desc.size, out.stat().st_size)
+
+    async def _make_streaming(
+        self, desc: oci.Descriptor, chunks: AsyncIterator[bytes], compression: str, diff_id: str
+    ) -> Path:
+        """Download the blob and convert it at once, the bytes going to both; the squashfs
+        counts only once the blob is verified (else it is removed with the failed pull)."""
+        feed = layers.Feed()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._making[diff_id] = future
+        out = self.store.layer_file(diff_id)
+        conversion = asyncio.ensure_future(
+            asyncio.to_thread(layers.convert_stream, feed, compression, diff_id, out)
+        )
+        try:
+            try:
+                blob = await self.content.ingest(desc, _teed(chunks, feed))
+                await asyncio.to_thread(feed.offer, None)  # the end, if ingest read none
+                await asyncio.shield(conversion)  # a thread: cancelling would not stop it
+            except BaseException:
+                # Wait for the thread, so whatever it made is there for the failed pull's
+                # clean-up to remove.
+                feed.abort()
+                await asyncio.gather(conversion, return_exceptions=True)
+                raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # waiters retry with their own; no "never retrieved"
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        else:
+            future.set_result(None)
+        finally:
+            del self._making[diff_id]
+        return blob
 
     async def _make(self, blob: Path, compression: str, diff_id: str) -> None:
         """Convert once per diff_id, however many pulls want it at the same time."""
@@ -218,6 +259,16 @@ async def _counted(
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+async def _teed(chunks: AsyncIterator[bytes], feed: layers.Feed) -> AsyncIterator[bytes]:
+    """Pass the bytes through, handing each to `feed` too (a conversion thread), and its
+    end once they are all in."""
+    async for chunk in chunks:
+        if not feed.closed:
+            await asyncio.to_thread(feed.offer, chunk)
+        yield chunk
+    await asyncio.to_thread(feed.offer, None)
 
 
 async def _all(coroutines: Any) -> list[LayerRow]:
