@@ -4,12 +4,14 @@ real overlayfs mount in a private mount namespace."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -237,3 +239,48 @@ def test_a_full_disk_while_making_a_layer_is_one_clear_line(tmp_path: Path) -> N
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("DiskFull no space left on the device") and len(lines) == 1
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_long_names_and_links_pass_through_block_by_block(tmp_path: Path, fmt: int) -> None:
+    """Names past 100 characters (pax records, GNU long names, ustar prefixes), hard links
+    to them, and a hard link to a lower layer's file (a symlink to it, the same content)."""
+    deep = "d" * 60 + "/" + "e" * 60
+    long = f"{deep}/{'f' * 90}"
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=fmt) as tar:
+        for info, data in [
+            entry("d" * 60, DIR),
+            entry(deep, DIR, mode=0o700),
+            entry(long, REG, b"long\n", uid=3, gid=4),
+            *([entry("short-link", LNK, linkname=long)] if fmt != tarfile.USTAR_FORMAT else []),
+            entry(f"{deep}/.wh.gone", REG, b""),
+            entry("lower-link", LNK, linkname="etc/from-below"),
+        ]:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    blob = tmp_path / "l.blob"
+    blob.write_bytes(raw.getvalue())
+    diff_id = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
+    got = read_back(layers.convert(blob, "tar", diff_id, tmp_path / "l.squashfs"))
+    assert (got[long].uid, got[long].gid) == (3, 4) and got[deep].mode == 0o700
+    if fmt != tarfile.USTAR_FORMAT:  # ustar cannot hold a link name this long
+        names = (long, "short-link")
+        pair = {n: got[n].linkname.removeprefix("./") for n in names if got[n].islnk()}
+        assert pair in ({"short-link": long}, {long: "short-link"})
+    assert got[f"{deep}/gone"].ischr() and got[f"{deep}/gone"].devmajor == 0
+    assert got["lower-link"].issym() and got["lower-link"].linkname == "/etc/from-below"
+
+
+def test_a_layer_converted_while_it_downloads_is_the_same(tmp_path: Path) -> None:
+    built = layer([entry("etc", DIR), entry("etc/a", REG, b"a\n" * 70000)])
+    feed = layers.Feed(depth=2)
+    out = tmp_path / "s.squashfs"
+
+    thread = threading.Thread(target=layers.convert_stream, args=(feed, "gzip", built.diff_id, out))
+    thread.start()
+    for i in range(0, len(built.blob), 1000):
+        assert feed.offer(built.blob[i : i + 1000])
+    feed.offer(None)
+    thread.join()
+    assert read_back(out)["etc/a"].size == 140000
+    assert read_back(out).keys() == read_back(make(tmp_path, built)).keys()
