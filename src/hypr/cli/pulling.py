@@ -1,0 +1,71 @@
+"""Pulls that other commands make before they act (`run`, `compose up`, `compose pull`):
+the same request and progress as `hypr pull`, shown on a stream of the caller's choice
+(stderr for `run`, as Docker prints them)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any, TextIO
+from urllib.parse import quote
+
+from hypr.cli import credentials
+from hypr.cli.client import ClientError
+from hypr.cli.context import api
+from hypr.cli.images import _show_bars, _show_lines
+
+
+def auth_headers(image: str) -> dict[str, str]:
+    """`X-Registry-Auth` with the stored credentials of `image`'s registry, if any."""
+    server = credentials.registry_of(image)
+    creds = credentials.load(server)
+    if creds is None:
+        return {}
+    return {"X-Registry-Auth": credentials.registry_auth_header(server, creds)}
+
+
+def show_pull(reference: str, out: TextIO) -> None:
+    """Pull `reference`, printing the progress on `out` (bars on a terminal, Docker's lines
+    otherwise); a failed pull raises ClientError with the daemon's one line."""
+    with (
+        api().stream(
+            "POST",
+            "/images/pull",
+            json={"reference": reference},
+            timeout=None,
+            headers=auth_headers(reference),
+        ) as response,
+        contextlib.redirect_stdout(out),
+    ):
+        events = (json.loads(line) for line in response.iter_lines() if line.strip())
+        result = _show_bars(events) if out.isatty() else _show_lines(events)
+    if "error" in result:
+        raise ClientError(result["message"])
+
+
+def local_image(reference: str) -> dict[str, Any] | None:
+    """The daemon's image by that name (`image inspect`'s JSON), None if it has none."""
+    try:
+        found: dict[str, Any] = api().get(f"/images/{quote(reference, safe='')}/json")
+    except ClientError:
+        return None
+    return found
+
+
+def pull_as(reference: str, policy: str, out: TextIO) -> bool:
+    """Pull when `policy` asks for it (`always`, or `missing` and the daemon has no such
+    image); True if it did. `missing` says so first, as `docker run` does. A built-in
+    image comes from no registry: `always` leaves it as it is."""
+    if policy == "never":
+        return False
+    local = local_image(reference)
+    if local is not None and (policy == "missing" or _builtin(local["Id"])):
+        return False
+    if policy == "missing":
+        print(f"Unable to find image '{reference}' locally", file=out, flush=True)
+    show_pull(reference, out)
+    return True
+
+
+def _builtin(image_id: str) -> bool:
+    return any(i["Id"] == image_id and i.get("Builtin") for i in api().get("/images"))
