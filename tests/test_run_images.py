@@ -12,6 +12,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -173,7 +174,7 @@ def test_compose_pulls_by_pull_policy(lab: Lab) -> None:
     missing = lab.registry.host + "/stack/absent:1"
     file = lab.root / "compose.yaml"
 
-    def compose(services: dict[str, object], *args: str) -> subprocess.CompletedProcess[str]:
+    def compose(services: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
         file.write_text(yaml.safe_dump({"services": services}))
         return lab.hyprd.hypr("compose", "-f", str(file), "-p", "pulls", *args,
                               timeout=PULL_TIMEOUT)  # fmt: skip
