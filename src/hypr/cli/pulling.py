@@ -10,7 +10,7 @@ from typing import Any, TextIO
 from urllib.parse import quote
 
 from hypr.cli import credentials
-from hypr.cli.client import ClientError
+from hypr.cli.client import ClientError, DaemonUnavailable
 from hypr.cli.context import api
 from hypr.cli.images import _show_bars, _show_lines
 
@@ -47,6 +47,8 @@ def local_image(reference: str) -> dict[str, Any] | None:
     """The daemon's image by that name (`image inspect`'s JSON), None if it has none."""
     try:
         found: dict[str, Any] = api().get(f"/images/{quote(reference, safe='')}/json")
+    except DaemonUnavailable:
+        raise
     except ClientError:
         return None
     return found
