@@ -297,7 +297,7 @@ def test_network_none_has_no_nic(hyprd: Hyprd) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["nosuchimage"], "image nosuchimage not found"),
+        (["--pull", "never", "nosuchimage"], "image nosuchimage not found"),
         (["--network", "nosuchnet", "busybox"], "network nosuchnet not found"),
         (["--ip", "10.99.0.5", "busybox"], "not in subnet"),
         (["--ip", "10.88.0.1", "busybox"], "gateway"),

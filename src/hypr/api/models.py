@@ -144,6 +144,7 @@ class VmView(BaseModel):
     guest_mac: str | None
     tap_name: str | None
     networks: list[NicView]
+    exposed_ports: list[str]  # the image's ExposedPorts, "80/tcp" (published by -P)
     ports: list[PortView]
     ssh_port: int | None
     log_path: str

@@ -9,7 +9,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
 from hypr.api.deps import daemon_of
@@ -21,6 +21,7 @@ from hypr.api.models import (
     VmView,
     WaitResponse,
 )
+from hypr.api.registry import registry_auth
 from hypr.daemon.requests import RunRequest
 from hypr.daemon.service import MAX_STOP_TIMEOUT, Daemon
 from hypr.daemon.views import VmDetails
@@ -75,6 +76,7 @@ def vm_view(details: VmDetails) -> VmView:
         guest_mac=first.mac if first else None,
         tap_name=first.tap if first else None,
         networks=nics,
+        exposed_ports=vm.spec.exposed_ports,
         ports=[
             PortView(
                 protocol=fwd.protocol,
@@ -90,9 +92,15 @@ def vm_view(details: VmDetails) -> VmView:
 
 
 @router.post("/vms", status_code=201)
-async def run_vm(body: RunRequest, request: Request) -> VmView:
-    """The body is the daemon's RunRequest itself; `start: false` only creates."""
-    return vm_view(await daemon_of(request).run_vm(body))
+async def run_vm(
+    body: RunRequest,
+    request: Request,
+    x_registry_auth: Annotated[str | None, Header()] = None,
+) -> VmView:
+    """The body is the daemon's RunRequest itself; `start: false` only creates. A missing
+    image is pulled first as `pull` says, with the credentials of `X-Registry-Auth`."""
+    auth = registry_auth(x_registry_auth)
+    return vm_view(await daemon_of(request).run_vm(body, auth))
 
 
 @router.get("/vms")

@@ -39,6 +39,17 @@ class Target:
         document = read_document(path, dict(os.environ))
         return project_name(self.project, document, path.parent), document
 
+    def images(self, policy: str | None) -> list[tuple[str, str]]:
+        """Each image the services name, once, with the pull policy to pull it by: the
+        first service's `pull_policy`, unless `policy` overrides them all."""
+        from hypr.compose.project import load_project
+
+        name, document = self.document()
+        found: dict[str, str] = {}
+        for service in load_project(document, name).services:
+            found.setdefault(service.image, policy or service.pull_policy)
+        return list(found.items())
+
     def name(self) -> str:
         """The project name; with -p no file is needed (e.g. `ps -p NAME`)."""
         if self.project:
@@ -103,11 +114,26 @@ def config() -> None:
     click.echo(yaml.safe_dump(project.to_dict(), sort_keys=False), nl=False)
 
 
+def _pull(policy: str | None) -> None:
+    """Pull the services' images from here, each with its own registry's stored
+    credentials (a file may name several registries)."""
+    from hypr.cli.pulling import pull_as
+
+    for image, how in target.images(policy):
+        pull_as(image, how, sys.stderr)
+
+
 @app.command()
 @click.option("--detach", "-d", is_flag=True)
 @click.option("--remove-orphans", is_flag=True)
-def up(detach: bool, remove_orphans: bool) -> None:
-    """Create networks and start services in dependency order."""
+@click.option(
+    "--pull",
+    type=click.Choice(["always", "missing", "never"]),
+    help="Pull images first (default: each service's pull_policy)",
+)
+def up(detach: bool, remove_orphans: bool, pull: str | None) -> None:
+    """Pull what is missing, create networks and start services in dependency order."""
+    _pull(pull)
     name, document = target.document()
     if not _stream(f"/stacks/{name}/up", {"document": document, "remove_orphans": remove_orphans}):
         raise click.exceptions.Exit(1)
@@ -120,6 +146,16 @@ def up(detach: bool, remove_orphans: bool) -> None:
         for vm in api().get(f"/stacks/{name}")["services"].values():
             api().post(f"/vms/{vm['id']}/stop")
         raise click.exceptions.Exit(130) from None
+
+
+@app.command()
+def pull() -> None:
+    """Pull the services' images (all of them, except those with pull_policy never)."""
+    from hypr.cli.pulling import show_pull
+
+    for image, policy in target.images(None):
+        if policy != "never":
+            show_pull(image, sys.stderr)
 
 
 @app.command()

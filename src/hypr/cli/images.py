@@ -6,20 +6,18 @@ start as fast as `hypr ps`.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import click
 
 from hypr import units
-from hypr.cli import credentials
+from hypr.cli import pulling
 from hypr.cli.client import ClientError
 from hypr.cli.context import api
-from hypr.cli.output import fail, print_json, print_table
+from hypr.cli.output import print_json, print_table
 
 
 @click.command()
@@ -27,71 +25,8 @@ from hypr.cli.output import fail, print_json, print_table
 @click.argument("reference")
 def pull(reference: str, quiet: bool) -> None:
     """Pull an image from a registry."""
-    headers = {}
-    server = credentials.registry_of(reference)
-    creds = credentials.load(server)
-    if creds is not None:
-        headers["X-Registry-Auth"] = credentials.registry_auth_header(server, creds)
-    with api().stream(
-        "POST", "/images/pull", json={"reference": reference}, timeout=None, headers=headers
-    ) as response:
-        events = (json.loads(line) for line in response.iter_lines() if line.strip())
-        if quiet:
-            result = _drain(events)
-        elif sys.stdout.isatty():
-            result = _show_bars(events)
-        else:
-            result = _show_lines(events)
-    if "error" in result:
-        raise fail(result["message"])
+    result = pulling.show_pull(reference, sys.stdout, quiet=quiet)
     click.echo(result["aux"]["Reference"])
-
-
-def _drain(events: Iterator[dict[str, Any]]) -> dict[str, Any]:
-    """The last line: the result (`aux`) or the error."""
-    for event in events:
-        if "aux" in event or "error" in event:
-            return event
-    raise ClientError("the pull ended without a result")
-
-
-def _show_lines(events: Iterator[dict[str, Any]]) -> dict[str, Any]:
-    """Docker's plain output off a terminal: each step's line, no byte counts."""
-    for event in events:
-        if "aux" in event or "error" in event:
-            return event
-        if event.get("progressDetail"):
-            continue
-        status = event.get("status", "")
-        click.echo(f"{event['id']}: {status}" if event.get("id") else status)
-    raise ClientError("the pull ended without a result")
-
-
-def _show_bars(events: Iterator[dict[str, Any]]) -> dict[str, Any]:
-    """A bar per layer, as Docker draws them on a terminal."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
-    tasks: dict[str, Any] = {}
-    with Progress(*columns, transient=False) as bars:
-        for event in events:
-            if "aux" in event or "error" in event:
-                return event
-            layer, status = event.get("id"), event.get("status", "")
-            if not layer:
-                bars.console.print(status, highlight=False)
-                continue
-            if layer not in tasks:
-                tasks[layer] = bars.add_task(f"{layer}: {status}", total=None)
-            task = tasks[layer]
-            detail = event.get("progressDetail") or {}
-            if detail:
-                bars.update(task, completed=detail["current"], total=detail["total"])
-            finished = status in ("Already exists", "Pull complete", "Download complete")
-            if finished and bars.tasks[task].total is None:
-                bars.update(task, total=1, completed=1)
-            bars.update(task, description=f"{layer}: {status}")
-    raise ClientError("the pull ended without a result")
 
 
 @click.command()

@@ -51,6 +51,16 @@ NO_INTERSPERSED = {"allow_interspersed_args": False}  # what follows the image i
     multiple=True,
     help="Publish a port: [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]",
 )
+@click.option(
+    "--publish-all", "-P", is_flag=True, help="Publish every exposed port on a free host port"
+)
+@click.option(
+    "--pull",
+    type=click.Choice(["missing", "always", "never"]),
+    default="missing",
+    show_default=True,
+    help="Pull the image before running",
+)
 @click.option("--ssh", is_flag=True, help="Forward a host port of the SSH pool to guest port 22")
 def run(
     image: str,
@@ -71,6 +81,8 @@ def run(
     rm: bool,
     dhcp: bool,
     publish: tuple[str, ...],
+    publish_all: bool,
+    pull: str,
     ssh: bool,
 ) -> None:
     """Create and start a VM.
@@ -96,7 +108,8 @@ def run(
         "image": image,
         "name": name,
         "command": argv or None,
-        "entrypoint": [entrypoint] if entrypoint else None,
+        # `--entrypoint ""` clears the image's entrypoint, as in Docker.
+        "entrypoint": None if entrypoint is None else [entrypoint] if entrypoint else [],
         "env": list(env),
         "networks": networks,
         "vcpus": cpus,
@@ -108,11 +121,18 @@ def run(
         "dhcp": dhcp,
         "auto_remove": rm,
         "ports": list(publish),
+        "publish_all": publish_all,
+        "pull": pull,
         "ssh": ssh,
     }
     client = api()
     try:
-        vm = client.post("/vms", json=body)
+        from hypr.cli.pulling import auth_headers, pull_as  # only `run` pays for it
+
+        # Pulled here, so the user sees the progress; the daemon pulls what API users run.
+        if pull_as(image, pull, sys.stderr):
+            body["pull"] = "missing"
+        vm = client.post("/vms", json=body, headers=auth_headers(image))
     except ClientError as exc:
         raise fail(str(exc), 125) from None
     if detach:

@@ -28,6 +28,7 @@ from hypr.errors import InvalidArgument
 from hypr.units import memory_mib
 
 T = TypeVar("T")
+PullPolicy = Literal["always", "missing", "never"]
 Condition = Literal["service_started", "service_healthy", "service_completed_successfully"]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
@@ -151,6 +152,22 @@ class Service(ComposeModel):
     mem_limit: int | None = None
     deploy: Deploy = Field(default_factory=Deploy)
     labels: dict[str, str] = Field(default_factory=dict)
+    pull_policy: PullPolicy = "missing"
+
+    @field_validator("pull_policy", mode="before")
+    @classmethod
+    def _pull_policy(cls, value: Any) -> str:
+        """Compose's `if_not_present` is `missing`; `build` needs a builder hypr lacks."""
+        text = str(value)
+        if text == "if_not_present":
+            return "missing"
+        if text not in ("always", "missing", "never"):
+            raise ValueError(
+                f"{text!r} is not supported (use always, missing or never"
+                + ("; hypr builds no images" if text == "build" else "")
+                + ")"
+            )
+        return text
 
     @field_validator("command", "entrypoint", mode="before")
     @classmethod

@@ -79,11 +79,13 @@ class ServicePlan:
     vcpus: int
     memory_mib: int
     labels: dict[str, str]
+    pull_policy: str = "missing"  # the CLI pulls by it before `up`; no part of the VM
 
     @property
     def config_hash(self) -> str:
         """What `up` compares to decide whether a running VM still matches the file."""
         data = asdict(self)
+        del data["pull_policy"]
         data["labels"] = {k: v for k, v in self.labels.items() if k != HASH_LABEL}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -300,6 +302,7 @@ def _plan_service(
         vcpus=max(1, round(cpus)),
         memory_mib=memory,
         labels=labels,
+        pull_policy=svc.pull_policy,
     )
 
 

@@ -24,6 +24,8 @@ from hypr.state.vms import PublishRequest, VmRecord
 log = logging.getLogger(__name__)
 
 SSH_GUEST_PORT = 22
+# Where `-P` finds host ports: Linux's default ephemeral range, as Docker does.
+PUBLISH_ALL_POOL = range(32768, 61000)
 
 
 @dataclass
@@ -57,7 +59,8 @@ class PortForwarder:
     def vm_created(self, vm: VmRecord, publish: PublishRequest) -> None:
         """Validate and claim every port the request publishes, or refuse the whole VM."""
         forwards = [fwd for spec in publish.ports for fwd in parse_publish(spec, self.max_range)]
-        if not forwards and not publish.ssh:
+        exposed = vm.spec.exposed_ports if publish.publish_all else []
+        if not forwards and not publish.ssh and not exposed:
             return
         if self._target(vm) is None:
             raise InvalidArgument(
@@ -73,7 +76,12 @@ class PortForwarder:
             check_host_port(fwd)
             self.rows.add(vm.id, fwd)
         if publish.ssh:
-            self.rows.add(vm.id, self._free_ssh_port())
+            self.rows.add(vm.id, self._free_port(self.ssh_pool, "tcp", SSH_GUEST_PORT, ssh=True))
+        mapped = {(fwd.guest_port, fwd.protocol) for fwd in forwards}
+        for spec in exposed:  # -P: what -p did not publish already
+            number, _, protocol = spec.partition("/")
+            if (int(number), protocol) not in mapped:
+                self.rows.add(vm.id, self._free_port(PUBLISH_ALL_POOL, protocol, int(number)))
 
     async def vm_starting(self, vm: VmRecord) -> None:
         self._publish(vm, strict=True)
@@ -114,21 +122,24 @@ class PortForwarder:
                 return nic.address
         return None
 
-    def _free_ssh_port(self) -> PortForward:
-        """The lowest port of the pool that no forward uses and nothing on the host holds."""
-        pool = self.ssh_pool
-        taken = self.rows.ports_in_use("tcp", pool.start, pool.stop - 1)
+    def _free_port(
+        self, pool: range, protocol: str, guest_port: int, ssh: bool = False
+    ) -> PortForward:
+        """The lowest port of `pool` that no forward uses and nothing on the host holds
+        (the SSH pool for --ssh, the ephemeral range for -P)."""
+        taken = self.rows.ports_in_use(protocol, pool.start, pool.stop - 1)
         for port in pool:
             if port in taken:
                 continue
-            fwd = PortForward("tcp", ANY_ADDRESS, port, SSH_GUEST_PORT, ssh=True)
+            fwd = PortForward(protocol, ANY_ADDRESS, port, guest_port, ssh=ssh)
             try:
                 check_host_port(fwd)
             except Conflict:
                 continue
             return fwd
+        what = "SSH port pool" if ssh else f"{protocol} port range"
         raise Exhausted(
-            f"the SSH port pool {pool.start}-{pool.stop - 1} is exhausted: no free host port left"
+            f"the {what} {pool.start}-{pool.stop - 1} is exhausted: no free host port left"
         )
 
     def _publish(self, vm: VmRecord, strict: bool) -> None:

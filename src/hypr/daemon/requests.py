@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hypr.daemon.images import PullPolicy
 from hypr.network.manager import DEFAULT_NETWORK
 
 
@@ -33,14 +34,16 @@ class RunRequest(_Request):
     memory_mib: int = 256
     restart: str = "no"
     workdir: str | None = None
-    user: str | None = None  # Docker's -u USER[:GROUP]; None: the image's (root for now)
-    stop_signal: str | None = None  # a name (SIGQUIT) or number; None: SIGTERM
+    user: str | None = None  # Docker's -u USER[:GROUP]; None: the image's User (or root)
+    stop_signal: str | None = None  # a name or number; None: the image's, else SIGTERM
     dhcp: bool = False
     auto_remove: bool = False
     labels: dict[str, str] = Field(default_factory=dict)
     hostname: str | None = None  # defaults to the VM's name
     # `-p` specs: "[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]", ports may be ranges.
     ports: list[str] = Field(default_factory=list)
+    publish_all: bool = False  # -P: every port the image exposes, on free host ports
+    pull: PullPolicy = "missing"  # when the daemon pulls the image first (`--pull`)
     ssh: bool = False  # forward a port of the SSH pool to guest port 22
     start: bool = True  # False: create only (`hypr create`)
 

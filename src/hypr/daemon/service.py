@@ -133,7 +133,9 @@ class Daemon:
         vms = [vm for vm in self.vms.all() if all or vm.state not in ("exited", "created")]
         return self._details(vms)
 
-    async def run_vm(self, req: RunRequest) -> VmDetails:
+    async def run_vm(self, req: RunRequest, auth: RegistryAuth | None = None) -> VmDetails:
+        """Pull the image first if `req.pull` says so, then create (and start) the VM."""
+        await self.image_service.ensure(req.image, req.pull, auth)
         vm = await self.vms.run(req) if req.start else self.vms.create(req)
         return self.vm_view(vm.id)
 

@@ -51,16 +51,14 @@ def build_spec(req: RunRequest, image: Image) -> VmSpec:
         check_user(req.user)
     if req.stop_signal is not None:
         signal_number(req.stop_signal)
-    entrypoint = req.entrypoint if req.entrypoint is not None else image.config.entrypoint
-    command = req.command if req.command else image.config.cmd
-    argv = [*entrypoint, *command]
+    argv = workload_argv(req, image)
     if not argv:
         raise InvalidArgument(f"no command given and image {image.reference} has none")
     attachments = req.attachments
     check_devices(len(image.layers), len(attachments))
     return VmSpec(
         argv=argv,
-        env=[*image.config.env, *req.env],
+        env=merge_env(image.config.env, req.env),
         workdir=req.workdir or image.config.workdir,
         vcpus=req.vcpus,
         memory_mib=req.memory_mib,
@@ -71,7 +69,25 @@ def build_spec(req: RunRequest, image: Image) -> VmSpec:
         max_restarts=restart.max_restarts,
         dhcp=req.dhcp,
         auto_remove=req.auto_remove,
-        labels=dict(req.labels),
-        user=req.user,
-        stop_signal=req.stop_signal,
+        labels={**image.config.labels, **req.labels},
+        user=req.user if req.user is not None else image.config.user or None,
+        stop_signal=req.stop_signal or image.config.stop_signal or None,
+        exposed_ports=list(image.config.exposed_ports),
     )
+
+
+def workload_argv(req: RunRequest, image: Image) -> list[str]:
+    """Docker's rules: `--entrypoint` replaces the image's Entrypoint and drops its Cmd; a
+    command after the image replaces Cmd (and follows whichever entrypoint is in force)."""
+    if req.entrypoint is not None:
+        return [*req.entrypoint, *(req.command or [])]
+    return [*image.config.entrypoint, *(req.command or image.config.cmd)]
+
+
+def merge_env(image_env: list[str], env: list[str]) -> list[str]:
+    """The image's environment with `-e` applied by key: a key given again replaces the
+    image's value where it stood, a new one comes after."""
+    merged = {entry.partition("=")[0]: entry for entry in image_env}
+    for entry in env:
+        merged[entry.partition("=")[0]] = entry
+    return list(merged.values())

@@ -155,7 +155,7 @@ class VmManager:
                 nics=self.nics.claim(vm_id, req.attachments),
             )
             self.rows.add(vm)
-            publish = PublishRequest(ports=tuple(req.ports), ssh=req.ssh)
+            publish = PublishRequest(tuple(req.ports), req.ssh, req.publish_all)
             for observer in self.observers:
                 observer.vm_created(vm, publish)
         log.info("created VM %s (%s)", name, vm_id[:12])

@@ -39,6 +39,7 @@ class VmSpec:
     # Defaults None so rows written before these existed still load.
     user: str | None = None
     stop_signal: str | None = None
+    exposed_ports: list[str] = field(default_factory=list)  # the image's, "80/tcp"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -86,6 +87,7 @@ class PublishRequest:
 
     ports: tuple[str, ...] = ()
     ssh: bool = False
+    publish_all: bool = False  # -P: every exposed port on a free host port
 
 
 @dataclass(frozen=True)
