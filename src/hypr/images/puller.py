@@ -14,8 +14,9 @@ only what `RegistryClientLike` lists, so it is typed against that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -185,13 +186,11 @@ class Puller(Generic[AuthT]):
         """Download the blob and convert it at once, the bytes going to both; the squashfs
         counts only once the blob is verified (else it is removed with the failed pull)."""
         feed = layers.Feed()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._making[diff_id] = future
         out = self.store.layer_file(diff_id)
-        conversion = asyncio.ensure_future(
-            asyncio.to_thread(layers.convert_stream, feed, compression, diff_id, out)
-        )
-        try:
+        with _leading(self._making, diff_id):
+            conversion = asyncio.ensure_future(
+                asyncio.to_thread(layers.convert_stream, feed, compression, diff_id, out)
+            )
             try:
                 blob = await self.content.ingest(desc, _teed(chunks, feed))
                 await asyncio.to_thread(feed.offer, None)  # the end, if ingest read none
@@ -202,17 +201,6 @@ class Puller(Generic[AuthT]):
                 feed.abort()
                 await asyncio.gather(conversion, return_exceptions=True)
                 raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # waiters retry with their own; no "never retrieved"
-            raise
-        except BaseException:
-            future.cancel()
-            raise
-        else:
-            future.set_result(None)
-        finally:
-            del self._making[diff_id]
         return blob
 
     async def _make(self, blob: Path, compression: str, diff_id: str) -> None:
@@ -221,25 +209,32 @@ class Puller(Generic[AuthT]):
         while not out.is_file():
             pending = self._making.get(diff_id)
             if pending is not None:
-                try:
+                with contextlib.suppress(Exception):  # then the loop tries its own
                     await asyncio.shield(pending)
-                except Exception:
-                    continue
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._making[diff_id] = future
-            try:
+                continue
+            with _leading(self._making, diff_id):
                 await asyncio.to_thread(layers.convert, blob, compression, diff_id, out)
-            except Exception as exc:
-                future.set_exception(exc)
-                future.exception()  # waiters retry with their own; no "never retrieved"
-                raise
-            except BaseException:
-                future.cancel()
-                raise
-            else:
-                future.set_result(None)
-            finally:
-                del self._making[diff_id]
+
+
+@contextlib.contextmanager
+def _leading(table: dict[str, asyncio.Future[None]], key: str) -> Iterator[None]:
+    """Do the work for `key` while others wait on the future in `table`: they learn the
+    outcome (a failure makes each waiter try its own) and the entry goes with the work."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    table[key] = future
+    try:
+        yield
+    except Exception as exc:
+        future.set_exception(exc)
+        future.exception()  # waiters retry with their own; no "never retrieved"
+        raise
+    except BaseException:
+        future.cancel()
+        raise
+    else:
+        future.set_result(None)
+    finally:
+        del table[key]
 
 
 async def _counted(
