@@ -20,18 +20,12 @@ import json
 import shutil
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' image builders
-
-from tests.oci_images import debian_image
-from tests.registry import start_registry
-
+from debian_registry import debian_registry, runs_text
 from hypr.images.layers import SQUASHFS_COMPRESSION
-from hypr.sandbox import Hyprd, create_netns, delete_netns, in_ns
+from hypr.sandbox import Hyprd, in_ns
 
 CHAIN_GOAL = 1.0
 REPULL_GOAL_MS = 100.0
@@ -96,40 +90,27 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2, help="pulls of each kind")
     parser.add_argument("--repulls", type=int, default=20)
     args = parser.parse_args()
-    layout = debian_image()
-    ns = create_netns("hyprb")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            registry = start_registry(ns, root / "registry")
-            ref = registry.push(layout, "latest", "bench/debian")
-            size = sum(p.stat().st_size for p in (registry.storage).rglob("data"))
-            daemon = Hyprd(ns, root / "hyprd")
-            daemon.start()
-            try:
-                hypr_s, chain_s = [], []
-                for i in range(args.runs):  # alternate, so neither always has warmer caches
-                    work = root / f"chain{i}"
-                    work.mkdir()
-                    if i % 2:
-                        hypr_s.append(hypr_pull(daemon, ref))
-                        chain_s.append(chain(ns, ref, work))
-                    else:
-                        chain_s.append(chain(ns, ref, work))
-                        hypr_s.append(hypr_pull(daemon, ref))
-                daemon.ok("pull", "-q", ref)
-                api_ms = repull_api(daemon, ref, args.repulls)
-                cli_ms = repull_cli(daemon, ref, args.repulls)
-            finally:
-                daemon.stop()
-                registry.stop()
-    finally:
-        delete_netns(ns)
+    with debian_registry() as bench:
+        daemon, ref, ns = bench.daemon, bench.ref, bench.netns
+        size = sum(p.stat().st_size for p in bench.registry.storage.rglob("data"))
+        hypr_s, chain_s = [], []
+        for i in range(args.runs):  # alternate, so neither always has warmer caches
+            work = bench.root / f"chain{i}"
+            work.mkdir()
+            if i % 2:
+                hypr_s.append(hypr_pull(daemon, ref))
+                chain_s.append(chain(ns, ref, work))
+            else:
+                chain_s.append(chain(ns, ref, work))
+                hypr_s.append(hypr_pull(daemon, ref))
+        daemon.ok("pull", "-q", ref)
+        api_ms = repull_api(daemon, ref, args.repulls)
+        cli_ms = repull_cli(daemon, ref, args.repulls)
     h, c = statistics.median(hypr_s), statistics.median(chain_s)
     ratio = h / c
     print(f"image: {ref} ({size / 1e6:.1f} MB in the registry), {args.runs} runs each")
-    print(f"pull: hypr pull (CLI)                  p50 {h:7.2f} s   runs {_list(hypr_s)}")
-    print(f"pull: skopeo copy + zcat|tar2sqfs      p50 {c:7.2f} s   runs {_list(chain_s)}")
+    print(f"pull: hypr pull (CLI)                  p50 {h:7.2f} s   runs {runs_text(hypr_s)}")
+    print(f"pull: skopeo copy + zcat|tar2sqfs      p50 {c:7.2f} s   runs {runs_text(chain_s)}")
     met = "met" if ratio <= CHAIN_GOAL else "MISSED"
     print(f"pull: ratio hypr / chain               {ratio:.2f}x  (goal <= {CHAIN_GOAL}x: {met})")
     a, b = statistics.median(api_ms), statistics.median(cli_ms)
@@ -137,10 +118,6 @@ def main() -> None:
     print(f"re-pull, all layers present (API)      p50 {a:7.1f} ms  p95 {_p95(api_ms):7.1f} ms"
           f"  (goal < {REPULL_GOAL_MS:.0f} ms: {met})")  # fmt: skip
     print(f"re-pull, all layers present (CLI)      p50 {b:7.1f} ms  p95 {_p95(cli_ms):7.1f} ms")
-
-
-def _list(values: list[float]) -> str:
-    return ", ".join(f"{v:.2f}" for v in values)
 
 
 def _p95(values: list[float]) -> float:

@@ -15,17 +15,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' image builders
-
-from tests.oci_images import debian_image
-from tests.registry import start_registry
-
-from hypr.sandbox import Hyprd, create_netns, delete_netns
+from debian_registry import debian_registry, runs_text
+from hypr.sandbox import Hyprd
 
 
 def run_to_exec_ready(daemon: Hyprd, image: str) -> float:
@@ -43,37 +36,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="runs of each image")
     args = parser.parse_args()
-    layout = debian_image()
-    ns = create_netns("hyprb")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            registry = start_registry(ns, root / "registry")
-            ref = registry.push(layout, "latest", "bench/debian")
-            daemon = Hyprd(ns, root / "hyprd")
-            daemon.start()
-            try:
-                daemon.ok("pull", "-q", ref)
-                run_to_exec_ready(daemon, "busybox")  # warm-up: the accelerator probe, caches
-                debian, busybox = [], []
-                for i in range(args.runs):
-                    pair = [(debian, ref), (busybox, "busybox")]
-                    for times, image in pair if i % 2 == 0 else pair[::-1]:
-                        times.append(run_to_exec_ready(daemon, image))
-            finally:
-                daemon.stop()
-                registry.stop()
-    finally:
-        delete_netns(ns)
+    with debian_registry() as bench:
+        daemon, ref = bench.daemon, bench.ref
+        daemon.ok("pull", "-q", ref)
+        run_to_exec_ready(daemon, "busybox")  # warm-up: the accelerator probe, caches
+        debian: list[float] = []
+        busybox: list[float] = []
+        for i in range(args.runs):
+            pair = [(debian, ref), (busybox, "busybox")]
+            for times, image in pair if i % 2 == 0 else pair[::-1]:
+                times.append(run_to_exec_ready(daemon, image))
     d, b = statistics.median(debian), statistics.median(busybox)
     print(f"run -d to exec-ready, {args.runs} runs each (alternating)")
-    print(f"debian (pulled, 3 layers)   p50 {d:6.2f} s   runs {_list(debian)}")
-    print(f"busybox (built in, 1 layer) p50 {b:6.2f} s   runs {_list(busybox)}")
+    print(f"debian (pulled, 3 layers)   p50 {d:6.2f} s   runs {runs_text(debian)}")
+    print(f"busybox (built in, 1 layer) p50 {b:6.2f} s   runs {runs_text(busybox)}")
     print(f"ratio debian / busybox      {d / b:.2f}x")
-
-
-def _list(values: list[float]) -> str:
-    return ", ".join(f"{v:.2f}" for v in values)
 
 
 if __name__ == "__main__":
