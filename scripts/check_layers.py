@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("api",),
     ("daemon",),
     ("compose",),
-    ("network", "vmm", "guest", "images"),
+    ("network", "vmm", "guest", "images", "volumes"),
     ("state",),
     ("checks", "config", "faults", "process", "units"),
     ("errors",),

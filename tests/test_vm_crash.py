@@ -9,6 +9,7 @@ handle as usual.
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 import hypr.daemon.vms  # noqa: F401  (registers the run/rm fault points)
 from hypr import faults
 from hypr.sandbox import Hyprd, sh, wait_for
+from hypr.vmm.virtiofs import VirtiofsDaemons
 from tests.conftest import links
 
 pytestmark = pytest.mark.vm
@@ -43,12 +45,18 @@ def taps(hyprd: Hyprd) -> set[str]:
     return {name for name, link in links(hyprd.netns).items() if link["kind"] == "tun"}
 
 
+def file_servers(hyprd: Hyprd) -> set[str]:
+    """The runtime dirs (VM id prefixes) that a live virtiofsd serves."""
+    return set(VirtiofsDaemons.find(hyprd.run_dir / "vms"))
+
+
 def assert_consistent(hyprd: Hyprd) -> None:
-    """Kernel, processes and database agree: one QEMU per running VM and no other, TAPs
-    only of running VMs, addresses only of existing VMs."""
+    """Kernel, processes and database agree: one QEMU per running VM and no other, a file
+    server only for a running VM, TAPs only of running VMs, addresses only of existing VMs."""
     vms = hyprd.db_rows("SELECT id, state, pid FROM vms")
     running = {vm_id: pid for vm_id, state, pid in vms if state == "running"}
     assert qemu_pids(hyprd) == sorted(running.values())
+    assert file_servers(hyprd) <= {vm_id[:16] for vm_id in running}
     held = {row[0] for row in hyprd.db_rows("SELECT tap FROM vm_nics WHERE tap IS NOT NULL")}
     assert taps(hyprd) == held
     owners = {row[0] for row in hyprd.db_rows("SELECT owner FROM ip_allocations")}
@@ -63,7 +71,8 @@ def exec_ok(hyprd: Hyprd, vm: str) -> bool:
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_hyprd_killed_at_each_step(hyprd_factory: Callable[..., Hyprd], point: str) -> None:
     hyprd = hyprd_factory(env={faults.ENV: point})
-    run = ("run", "-d", "--name", "v", "busybox", "sleep", "3600")
+    # With a volume: its file server must follow the VM through every crash.
+    run = ("run", "-d", "--name", "v", "-v", "crashvol:/data", "busybox", "sleep", "3600")
     if point.startswith("rm."):
         hyprd.ok(*run)
         result = hyprd.hypr("rm", "-f", "v")
@@ -87,10 +96,13 @@ def test_hyprd_killed_at_each_step(hyprd_factory: Callable[..., Hyprd], point: s
         assert len(qemu_pids(hyprd)) == 1
         hyprd.ok("rm", "-f", "v")
     assert hyprd.db_rows("SELECT id FROM vms") == []
-    assert qemu_pids(hyprd) == [] and taps(hyprd) == set()
+    assert qemu_pids(hyprd) == [] and taps(hyprd) == set() and file_servers(hyprd) == set()
     assert hyprd.db_rows("SELECT owner FROM ip_allocations") == []
     hyprd.ok(*run)  # the name, address and TAP are free again
     assert exec_ok(hyprd, "v")
+    hyprd.ok("exec", "v", "--", "sh", "-c", "echo kept > /data/f")
+    volume = json.loads(hyprd.ok("volume", "inspect", "crashvol"))[0]
+    assert (Path(volume["Mountpoint"]) / "f").read_text() == "kept\n"
 
 
 def test_killed_hypervisor_is_recorded_truthfully(hyprd: Hyprd) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from hypr.guest.assets import INITRAMFS
 from hypr.guest.cpio import CpioEntry, newc_archive
 from hypr_build.common import Stamps, digest, file_digest, step
-from hypr_build.kernel import LOAD_ORDER
+from hypr_build.kernel import LOAD_ORDER, SHARED_FOLDER_ORDER
 
 BUSYBOX = Path("/bin/busybox")
 # Busybox applets the initramfs needs besides the agent (DHCP only).
@@ -41,13 +41,15 @@ exit 0
 """
 
 _DIRECTORIES = (
-    "bin", "dev", "etc", "hypr", "lib", "lib/modules", "mnt", "newroot", "proc", "sys", "tmp",
+    "bin", "dev", "etc", "hypr", "lib", "lib/modules", "mnt", "newroot", "proc", "shares", "sys",
+    "tmp",
 )  # fmt: skip
 
 
 def initramfs_entries(agent: bytes, busybox: bytes, moddir: Path) -> list[CpioEntry]:
     """Everything the agent needs before the image root is mounted."""
     order = (moddir / LOAD_ORDER).read_text().split()
+    on_demand = (moddir / SHARED_FOLDER_ORDER).read_text().split()
     return [
         *(CpioEntry.directory(d) for d in _DIRECTORIES),
         # The kernel opens /dev/console for init before anything can mount devtmpfs.
@@ -57,7 +59,8 @@ def initramfs_entries(agent: bytes, busybox: bytes, moddir: Path) -> list[CpioEn
         *(CpioEntry.symlink(f"bin/{a}", "busybox") for a in INITRAMFS_APPLETS),
         CpioEntry.file("etc/udhcpc.script", UDHCPC_SCRIPT.encode(), 0o755),
         CpioEntry.file(f"lib/modules/{LOAD_ORDER}", "\n".join(order).encode() + b"\n"),
-        *(CpioEntry.file(f"lib/modules/{m}", (moddir / m).read_bytes()) for m in order),
+        CpioEntry.file(f"lib/modules/{SHARED_FOLDER_ORDER}", "".join(f"{m}\n" for m in on_demand).encode()),
+        *(CpioEntry.file(f"lib/modules/{m}", (moddir / m).read_bytes()) for m in order + on_demand),
     ]
 
 
@@ -67,6 +70,7 @@ def build_initramfs(out: Path, moddir: Path, agent: Path, stamps: Stamps) -> Non
         file_digest(agent),
         file_digest(BUSYBOX),
         (moddir / LOAD_ORDER).read_text(),
+        (moddir / SHARED_FOLDER_ORDER).read_text(),
         *(file_digest(p) for p in sorted(moddir.glob("*.ko"))),
         UDHCPC_SCRIPT,
         str(COMPRESS_INITRAMFS),

@@ -30,6 +30,10 @@ WANTED_MODULES = (
     "overlay",
 )
 LOAD_ORDER = "load.order"
+# Loaded by the agent only when a VM mounts shared folders (volumes, binds): every other boot
+# would pay for them. Dependencies that the eager list already loads are left out.
+SHARED_FOLDER_MODULES = ("fuse", "virtiofs")
+SHARED_FOLDER_ORDER = "virtiofs.order"
 SIGNATURE_MAGIC = b"~Module signature appended~\n"
 
 
@@ -153,8 +157,11 @@ def _module_name(path: Path) -> str:
     return path.name.split(".ko")[0].replace("-", "_")
 
 
-def resolve_modules(moddir: Path) -> list[tuple[str, bytes]]:
-    """WANTED_MODULES plus their dependencies, in load order; built-ins are skipped."""
+def resolve_modules(
+    moddir: Path, wanted: tuple[str, ...] = WANTED_MODULES, loaded: frozenset[str] = frozenset()
+) -> list[tuple[str, bytes]]:
+    """`wanted` plus their dependencies, in load order; built-ins and the modules already
+    `loaded` are skipped."""
     available = {_module_name(p): p for p in (moddir / "kernel").rglob("*.ko*")}
     builtin_file = moddir / "modules.builtin"
     builtin = (
@@ -164,7 +171,8 @@ def resolve_modules(moddir: Path) -> list[tuple[str, bytes]]:
     )
     graph: dict[str, list[str]] = {}
     data: dict[str, bytes] = {}
-    pending = [name for name in WANTED_MODULES if name not in builtin]
+    builtin |= loaded
+    pending = [name for name in wanted if name not in builtin]
     while pending:
         name = pending.pop(0)
         if name in graph:
@@ -195,7 +203,7 @@ def build_kernel(out: Path, cache: Path, stamps: Stamps) -> Path:
     module directory."""
     package = with_lists("kernel", kernel_package)
     moddir = cache / "modules"
-    inputs = digest(package, *WANTED_MODULES, "pvh", "unsigned", "no-btf")
+    inputs = digest(package, *WANTED_MODULES, *SHARED_FOLDER_MODULES, "pvh", "unsigned", "no-btf")
 
     def work() -> str:
         with tempfile.TemporaryDirectory(prefix="hypr-kernel-") as tmp:
@@ -209,13 +217,17 @@ def build_kernel(out: Path, cache: Path, stamps: Stamps) -> Path:
             if not vmlinuz or not kdirs:
                 raise BuildError(f"{deb.name} has no vmlinuz or /lib/modules")
             modules = resolve_modules(kdirs[-1])
+            shared = resolve_modules(
+                kdirs[-1], SHARED_FOLDER_MODULES, frozenset(n for n, _ in modules)
+            )
             keep_signatures = _signatures_enforced(root)
             shutil.rmtree(moddir, ignore_errors=True)
             moddir.mkdir(parents=True)
-            for name, data in modules:
+            for name, data in modules + shared:
                 ko = data if keep_signatures else strip_btf(strip_signature(data))
                 (moddir / f"{name}.ko").write_bytes(ko)
             (moddir / LOAD_ORDER).write_text("".join(f"{n}.ko\n" for n, _ in modules))
+            (moddir / SHARED_FOLDER_ORDER).write_text("".join(f"{n}.ko\n" for n, _ in shared))
             shutil.copyfile(vmlinuz[-1], out / KERNEL_BZIMAGE)
             elf = extract_vmlinux((out / KERNEL_BZIMAGE).read_bytes())
             (out / KERNEL_ELF).unlink(missing_ok=True)
@@ -223,7 +235,10 @@ def build_kernel(out: Path, cache: Path, stamps: Stamps) -> Path:
                 (out / KERNEL_ELF).write_bytes(elf)
         pvh = "vmlinux for PVH boot" if elf is not None else "no vmlinux (cannot unpack)"
         signed = "signed" if keep_signatures else "unsigned"
-        return f"{package}, {pvh}, {signed} modules: {' '.join(n for n, _ in modules)}"
+        names = " ".join(n for n, _ in modules)
+        on_demand = " ".join(n for n, _ in shared)
+        return f"{package}, {pvh}, {signed} modules: {names}; for shared folders: {on_demand}"
 
-    step(stamps, "kernel", inputs, [out / KERNEL_BZIMAGE, moddir / LOAD_ORDER], work)
+    outputs = [out / KERNEL_BZIMAGE, moddir / LOAD_ORDER, moddir / SHARED_FOLDER_ORDER]
+    step(stamps, "kernel", inputs, outputs, work)
     return moddir

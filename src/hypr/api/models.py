@@ -116,6 +116,14 @@ class NicView(BaseModel):
     tap: str | None
 
 
+class MountView(BaseModel):
+    type: str  # volume | bind | tmpfs
+    source: str  # the volume's name, the host path, "" for a tmpfs
+    target: str
+    read_only: bool
+    host_path: str  # where the files are on the host ("" for a tmpfs)
+
+
 class VmView(BaseModel):
     id: str
     name: str
@@ -148,6 +156,7 @@ class VmView(BaseModel):
     ports: list[PortView]
     ssh_port: int | None
     log_path: str
+    mounts: list[MountView]
 
 
 class WaitResponse(BaseModel):
@@ -172,12 +181,17 @@ class ExecResponse(BaseModel):
 class StackUpRequest(HyprModel):
     document: dict[str, Any]
     remove_orphans: bool = False
+    # What relative bind paths and `~` are relative to, on the client's side: the compose
+    # file's directory, and the home of its user. Without them such paths are refused.
+    project_dir: str | None = None
+    home: str | None = None
 
 
 class StackDownRequest(HyprModel):
     # The services of the compose file; None (no file at hand) removes every VM of the stack.
     services: list[str] | None = None
     remove_orphans: bool = False
+    volumes: bool = False  # `down -v`: also the stack's volumes and the VMs' anonymous ones
 
 
 class StackView(BaseModel):

@@ -16,6 +16,7 @@ from hypr.api.deps import daemon_of
 from hypr.api.models import (
     ExecRequest,
     ExecResponse,
+    MountView,
     NicView,
     PortView,
     VmView,
@@ -88,7 +89,14 @@ def vm_view(details: VmDetails) -> VmView:
         ],
         ssh_port=details.ssh_port,
         log_path=str(details.log_path),
-    )
+        mounts=[
+            MountView(
+                type=m.type, source=m.source, target=m.target, read_only=m.read_only,
+                host_path=path,
+            )
+            for m, path in zip(vm.spec.mounts, details.mount_paths, strict=True)
+        ],
+    )  # fmt: skip
 
 
 @router.post("/vms", status_code=201)
@@ -140,8 +148,9 @@ async def wait_vm(ref: str, request: Request) -> WaitResponse:
 
 
 @router.delete("/vms/{ref}", status_code=204)
-async def remove_vm(ref: str, request: Request, force: bool = False) -> None:
-    await daemon_of(request).remove_vm(ref, force=force)
+async def remove_vm(ref: str, request: Request, force: bool = False, v: bool = False) -> None:
+    """`v`: remove the VM's anonymous volumes too (Docker's name for the flag)."""
+    await daemon_of(request).remove_vm(ref, force=force, volumes=v)
 
 
 KERNEL_LINE = re.compile(rb"^\[\s*\d+\.\d+\] ")

@@ -17,7 +17,7 @@ from hypr.errors import HyprError
 
 # Command -> (module of hypr.cli, attribute), in the order `hypr --help` lists them.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("vms", "run"),
+    "run": ("run", "run"),
     "exec": ("vms", "exec_"),
     "ps": ("vms", "ps"),
     "start": ("vms", "start"),
@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "version": ("system", "version"),
     "info": ("system", "info"),
     "network": ("networks", "app"),
+    "volume": ("volumes", "app"),
     "compose": ("compose", "app"),
     "apikey": ("apikeys", "app"),
 }

@@ -86,6 +86,8 @@ class Reconciler:
         for vm_id, pid in found.items():
             log.info("killing the hypervisor of unknown VM %s", vm_id[:12])
             await self._kill(vm_id, pid)
+        live = {runtime_dir(self.run_root, vm_id) for vm_id in self.supervisor.running}
+        await self.adapter.stop_orphans(self.run_root, live)
         await self.nics.sweep()
         self._sweep_files()
         adopted = [vm for vm in self.rows.all() if vm.id in self.supervisor.running]

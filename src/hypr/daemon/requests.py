@@ -3,6 +3,8 @@ and built by compose, so the wire format and the daemon can never drift apart.""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from hypr.daemon.images import PullPolicy
@@ -20,6 +22,18 @@ class NetworkAttachment(_Request):
     ip: str | None = None
     mac: str | None = None
     aliases: list[str] = Field(default_factory=list)  # extra DNS names on this network
+
+
+class MountRequest(_Request):
+    """One `--mount` (and compose's long volume syntax), as Docker's HostConfig.Mounts."""
+
+    type: Literal["volume", "bind", "tmpfs"] = "volume"
+    source: str | None = None  # volume name (None: a new anonymous volume) or host path
+    target: str
+    read_only: bool = False
+    nocopy: bool = False  # volume: do not fill an empty volume with the image's files
+    tmpfs_size: int | None = None  # bytes
+    tmpfs_mode: int | None = None
 
 
 class RunRequest(_Request):
@@ -45,6 +59,11 @@ class RunRequest(_Request):
     publish_all: bool = False  # -P: every port the image exposes, on free host ports
     pull: PullPolicy = "missing"  # when the daemon pulls the image first (`--pull`)
     ssh: bool = False  # forward a port of the SSH pool to guest port 22
+    # `-v [SOURCE:]TARGET[:ro|rw|nocopy,...]` as Docker's HostConfig.Binds: SOURCE is a
+    # volume name or an absolute host path; no SOURCE means a new anonymous volume.
+    volumes: list[str] = Field(default_factory=list)
+    mounts: list[MountRequest] = Field(default_factory=list)  # `--mount`
+    tmpfs: dict[str, str] = Field(default_factory=dict)  # `--tmpfs TARGET[:OPTIONS]`
     start: bool = True  # False: create only (`hypr create`)
 
     @property

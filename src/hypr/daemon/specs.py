@@ -8,9 +8,17 @@ from hypr.daemon.requests import RunRequest
 from hypr.errors import InvalidArgument
 from hypr.images.store import Image
 from hypr.network.names import check_vm_name
-from hypr.state.vms import VmSpec
+from hypr.state.vms import MountSpec, VmSpec
 from hypr.units import MIN_MEMORY_MIB
 from hypr.vmm.qemu import check_devices
+from hypr.volumes.mounts import (
+    check_target,
+    check_unique_targets,
+    mount_order,
+    mount_spec,
+    parse_tmpfs,
+    parse_volume_flag,
+)
 
 MAX_MEMORY_MIB = 1024 * 1024
 MAX_VCPUS = 64
@@ -28,6 +36,8 @@ def check_request_text(req: RunRequest) -> None:
     check_no_nul("user", [req.user, req.stop_signal])
     check_no_nul("label", [*req.labels, *req.labels.values()])
     check_no_nul("port", req.ports)
+    check_no_nul("volume", [*req.volumes, *req.tmpfs, *req.tmpfs.values()])
+    check_no_nul("mount", [v for m in req.mounts for v in (m.source, m.target)])
     for attachment in req.networks or []:
         check_no_nul("network", [attachment.network, attachment.ip, attachment.mac])
         check_no_nul("alias", attachment.aliases)
@@ -55,7 +65,8 @@ def build_spec(req: RunRequest, image: Image) -> VmSpec:
     if not argv:
         raise InvalidArgument(f"no command given and image {image.reference} has none")
     attachments = req.attachments
-    check_devices(len(image.layers), len(attachments))
+    mounts = requested_mounts(req, image)
+    check_devices(len(image.layers), len(attachments), any(m.type != "tmpfs" for m in mounts))
     return VmSpec(
         argv=argv,
         env=merge_env(image.config.env, req.env),
@@ -73,7 +84,28 @@ def build_spec(req: RunRequest, image: Image) -> VmSpec:
         user=req.user if req.user is not None else image.config.user or None,
         stop_signal=req.stop_signal or image.config.stop_signal or None,
         exposed_ports=list(image.config.exposed_ports),
+        mounts=mounts,
     )
+
+
+def requested_mounts(req: RunRequest, image: Image) -> list[MountSpec]:
+    """`-v`, `--mount` and `--tmpfs` together, plus an anonymous volume for each of the
+    image's VOLUMEs that no mount covers; parents first. Bind sources are checked on the
+    host by the caller, volumes are named and made at create."""
+    mounts = [parse_volume_flag(text) for text in req.volumes]
+    mounts += [
+        mount_spec(m.type, m.source, m.target, m.read_only, m.nocopy, m.tmpfs_size, m.tmpfs_mode)
+        for m in req.mounts
+    ]
+    mounts += [parse_tmpfs(target, options) for target, options in req.tmpfs.items()]
+    check_unique_targets(mounts)
+    taken = {m.target for m in mounts}
+    for volume in image.config.volumes:
+        target = check_target(volume)
+        if target not in taken:
+            mounts.append(MountSpec("volume", "", target, copy_up=True, anonymous=True))
+            taken.add(target)
+    return mount_order(mounts)
 
 
 def workload_argv(req: RunRequest, image: Image) -> list[str]:

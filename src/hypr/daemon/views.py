@@ -30,6 +30,7 @@ class VmDetails:
     forwards: list[PortForward]
     log_path: Path
     running: bool  # its hypervisor is alive and supervised
+    mount_paths: list[str]  # the host path of each of vm.spec.mounts ("" for a tmpfs)
 
     @property
     def ssh_port(self) -> int | None:

@@ -17,6 +17,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,14 @@ from hypr import faults
 from hypr.config import Settings
 from hypr.daemon.accel import AccelProbe
 from hypr.daemon.metrics import VM_BOOT_SECONDS
+from hypr.daemon.mounts import MountService
 from hypr.daemon.nics import NicService
 from hypr.daemon.observers import VmObserver
 from hypr.daemon.reconcile import ACTIVE_STATES, RESTARTED_POLICIES, Reconciler, runtime_dir
 from hypr.daemon.requests import RunRequest
 from hypr.daemon.specs import build_spec
 from hypr.daemon.supervision import RunningVm, Supervisor
+from hypr.daemon.volumes import VolumeService
 from hypr.errors import Conflict, HyprError, NotFound
 from hypr.guest.protocol import AgentClient
 from hypr.guest.spec import GuestSpec, WorkloadSpec, kernel_args, spec_cpio
@@ -42,7 +45,7 @@ from hypr.network.manager import NetworkManager
 from hypr.network.names import check_vm_name, new_id, now_rfc3339
 from hypr.state.db import Database
 from hypr.state.vms import PublishRequest, VmRecord, VmRepository
-from hypr.vmm.adapter import Accel, NicConfig, VmConfig, VmmAdapter
+from hypr.vmm.adapter import SHARES_TAG, Accel, NicConfig, VmConfig, VmmAdapter
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +72,15 @@ class VmManager:
         networks: NetworkManager,
         ipam: Ipam,
         images: ImageStore,
+        volumes: VolumeService,
         adapter: VmmAdapter,
     ) -> None:
         self.settings = settings
         self.db = db
         self.networks = networks
         self.images = images
+        self.volumes = volumes
+        self.mounts = MountService(volumes)
         self.adapter = adapter
         self.rows = VmRepository(db)
         self.nics = NicService(db, self.rows, ipr, networks, ipam)
@@ -142,14 +148,14 @@ class VmManager:
         spec = build_spec(req, image)
         name = check_vm_name(req.name) if req.name else self._generated_name()
         vm_id = new_id()
-        with self.db.transaction():
+        with self.mounts.claim(spec.mounts) as mounts, self.db.transaction():
             if self.rows.name_taken(name):
                 raise Conflict(f"the name {name} is already in use by another VM")
             vm = VmRecord(
                 id=vm_id,
                 name=name,
                 image=image.reference,
-                spec=spec,
+                spec=replace(spec, mounts=mounts),
                 state="created",
                 created=now_rfc3339(),
                 nics=self.nics.claim(vm_id, req.attachments),
@@ -176,7 +182,9 @@ class VmManager:
             await self._stop(vm.id, grace)
         return self.get(vm.id)
 
-    async def remove(self, ref: str, force: bool = False) -> VmRecord:
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> VmRecord:
+        """Stop (with force) and remove a VM; with `volumes` (and always for --rm VMs) its
+        anonymous volumes go too, as `docker rm -v` does."""
         vm = self.get(ref)
         async with self._lock(vm.id):
             vm = self.get(vm.id)
@@ -189,6 +197,8 @@ class VmManager:
                 self.ipam.release_owner(vm.id)
                 self.rows.remove(vm.id)
             faults.point(RM_ROWS)
+            if volumes or vm.spec.auto_remove:
+                self.mounts.release(vm.spec.mounts)
             self.log_path(vm.id).unlink(missing_ok=True)
             shutil.rmtree(runtime_dir(self.run_root, vm.id), ignore_errors=True)
             for observer in self.observers:
@@ -287,6 +297,7 @@ class VmManager:
         try:
             # Rendering refuses what the guest cannot be told (a NUL in argv, say).
             layers = list(image.layers)
+            shares, mounts = self.mounts.for_boot(vm.spec.mounts)
             guest = GuestSpec(
                 hostname=vm.spec.hostname or vm.name,
                 nics=[nic for _, nic in nics],
@@ -301,6 +312,7 @@ class VmManager:
                     stop_signal=vm.spec.stop_signal,
                 ),
                 layers=len(layers),
+                shares_tag=SHARES_TAG if shares else None,
             )
             config = VmConfig(
                 vm_id=vm.id,
@@ -308,13 +320,14 @@ class VmManager:
                 memory_mib=vm.spec.memory_mib,
                 kernel=self.accel.kernel,
                 initrd=self.accel.initramfs,
-                initrd_append=spec_cpio(guest.workload),
+                initrd_append=spec_cpio(guest.workload, mounts),
                 cmdline=kernel_args(guest),
                 layers=layers,
                 nics=[NicConfig(tap, nic.mac) for tap, nic in nics],
                 runtime_dir=run_dir,
                 console_log=self.log_path(vm.id),
                 accel=accel,
+                shares=shares,
             )
             handle = await self.adapter.create(config)
         except Exception as exc:

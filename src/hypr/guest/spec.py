@@ -10,6 +10,7 @@ hands the rendered pieces to a hypervisor adapter.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Literal
@@ -55,6 +56,19 @@ class WorkloadSpec:
 
 
 @dataclass(frozen=True)
+class GuestMount:
+    """One mount the agent makes in the image root before the workload starts: an entry of
+    the shared-folder filesystem (a volume or a bind mount), or a tmpfs."""
+
+    target: str  # absolute path in the image root, resolved inside it by the agent
+    share: str | None = None  # the entry's name in the shared folders; None: a tmpfs
+    read_only: bool = False
+    copy_up: bool = False  # fill the share from the image's files at target if it is empty
+    tmpfs_size: int = 0  # bytes; 0: the kernel's default
+    tmpfs_mode: int = 0o1777
+
+
+@dataclass(frozen=True)
 class GuestSpec:
     """Everything the agent is told at boot."""
 
@@ -63,6 +77,8 @@ class GuestSpec:
     dns: list[str]
     workload: WorkloadSpec
     layers: int = 1  # image layers attached as block devices layer0 (bottom) .. layerN-1
+    # The virtio-fs tag of the shared folders, if the VM has any.
+    shares_tag: str | None = None
 
 
 def encode_value(value: str) -> str:
@@ -105,11 +121,29 @@ def workload_spec_bytes(spec: WorkloadSpec) -> bytes:
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def spec_cpio(spec: WorkloadSpec) -> bytes:
+def mount_line(mount: GuestMount) -> str:
+    """A /hypr/spec `mount=` line: kind, source, target and options, each field encoded on
+    its own and joined by tabs (an encoded field holds no tab, so any target is safe)."""
+    if not mount.target.startswith("/"):
+        raise ValueError(f"a mount target must be absolute: {mount.target!r}")
+    _check_string("mount target", mount.target)
+    options = ["ro"] if mount.read_only else []
+    if mount.share is not None:
+        options += ["copy"] if mount.copy_up else []
+        fields = ["share", mount.share, mount.target]
+    else:
+        options += [f"size={int(mount.tmpfs_size)}"] if mount.tmpfs_size else []
+        options.append(f"mode={mount.tmpfs_mode:o}")
+        fields = ["tmpfs", "", mount.target]
+    return "mount=" + "\t".join(encode_value(f) for f in [*fields, ",".join(options)])
+
+
+def spec_cpio(spec: WorkloadSpec, mounts: Sequence[GuestMount] = ()) -> bytes:
     """A newc archive holding /hypr/spec, meant to be appended to the shared initramfs."""
+    text = workload_spec_bytes(spec) + "".join(mount_line(m) + "\n" for m in mounts).encode()
     entries = [
         CpioEntry.directory("hypr"),
-        CpioEntry.file("hypr/spec", workload_spec_bytes(spec), 0o600),
+        CpioEntry.file("hypr/spec", text, 0o600),
     ]
     # Inode numbers far from the main archive's, so the two never look like hard links.
     return newc_archive(entries, first_ino=0x7FFF0000)
@@ -135,4 +169,6 @@ def kernel_args(spec: GuestSpec) -> str:
     if spec.layers < 1:
         raise ValueError("a guest needs at least one image layer")
     words.append(f"hypr.layers={int(spec.layers)}")
+    if spec.shares_tag is not None:
+        words.append("hypr.shares=" + _safe("shared folder tag", spec.shares_tag))
     return " ".join(words)

@@ -19,6 +19,7 @@ class ImageConfig:
     exposed_ports: list[str] = field(default_factory=list)  # ["80/tcp"]
     labels: dict[str, str] = field(default_factory=dict)
     stop_signal: str = ""
+    volumes: list[str] = field(default_factory=list)  # VOLUME targets: anonymous volumes at run
     architecture: str = ""
     os: str = ""
     created: str = ""
@@ -40,6 +41,7 @@ class ImageConfig:
                 exposed_ports=sorted(_port(p) for p in (run.get("ExposedPorts") or {})),
                 labels={str(k): str(v) for k, v in (run.get("Labels") or {}).items()},
                 stop_signal=str(run.get("StopSignal") or ""),
+                volumes=sorted(str(v) for v in (run.get("Volumes") or {})),
                 architecture=str(data.get("architecture") or ""),
                 os=str(data.get("os") or ""),
                 created=str(data.get("created") or ""),
@@ -59,6 +61,7 @@ class ImageConfig:
             "Entrypoint": self.entrypoint or None,
             "Labels": self.labels or None,
             "StopSignal": self.stop_signal or None,
+            "Volumes": {target: {} for target in self.volumes} or None,
         }
 
 

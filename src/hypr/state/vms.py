@@ -6,7 +6,7 @@ import json
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, Literal
 
 from hypr.state.db import Database
 
@@ -15,6 +15,25 @@ from hypr.state.db import Database
 UPDATABLE_COLUMNS = frozenset(
     {"state", "pid", "exit_code", "error", "restarts", "started_at", "finished_at", "image"}
 )
+
+
+MountType = Literal["volume", "bind", "tmpfs"]
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """One filesystem mounted into the guest, as validated at create (Docker's Mount)."""
+
+    type: MountType
+    source: str  # a volume's name, an absolute host path (resolved), "" for tmpfs
+    target: str  # absolute, normalised path in the guest
+    read_only: bool = False
+    # A volume that is empty when it is mounted is first filled with the image's files at
+    # `target` (Docker's copy-up); `volume.nocopy` turns it off. Binds are never filled.
+    copy_up: bool = False
+    anonymous: bool = False  # a volume made for this VM alone: removed with it (rm -v, --rm)
+    tmpfs_size: int = 0  # bytes; 0: the guest kernel's default (half of the VM's RAM)
+    tmpfs_mode: int = 0o1777
 
 
 @dataclass(frozen=True)
@@ -40,13 +59,20 @@ class VmSpec:
     user: str | None = None
     stop_signal: str | None = None
     exposed_ports: list[str] = field(default_factory=list)  # the image's, "80/tcp"
+    mounts: list[MountSpec] = field(default_factory=list)  # in the order they are mounted
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> VmSpec:
-        return cls(**json.loads(text))
+        fields = json.loads(text)
+        fields["mounts"] = [MountSpec(**m) for m in fields.get("mounts", [])]
+        return cls(**fields)
+
+    def volume_names(self) -> set[str]:
+        """The volumes this VM mounts (a volume in use cannot be removed)."""
+        return {m.source for m in self.mounts if m.type == "volume"}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,20 @@ class NicConfig:
     mac: str
 
 
+# The virtio-fs tag under which a VM's shared folders appear, each as an entry of its name.
+SHARES_TAG = "hypr"
+
+
+@dataclass(frozen=True)
+class SharedDir:
+    """A host directory (or file) that the guest sees as `/<name>` in the filesystem with
+    tag SHARES_TAG; writes go straight to the host, other VMs sharing it see them."""
+
+    name: str
+    source: Path
+    read_only: bool = False
+
+
 @dataclass(frozen=True)
 class VmConfig:
     """Everything an adapter needs to boot one VM, in the hypervisor's own terms: what the
@@ -45,6 +59,7 @@ class VmConfig:
     runtime_dir: Path  # per-VM directory for sockets and the per-VM initrd
     console_log: Path
     accel: Accel = "tcg"
+    shares: list[SharedDir] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,11 @@ class VmmAdapter(Protocol):
 
     def discover(self, root: Path) -> dict[str, int]:
         """Pids of the live hypervisors whose runtime dirs are under `root`, by VM id."""
+        ...
+
+    async def stop_orphans(self, root: Path, keep: set[Path]) -> None:
+        """Stop the helper processes (file servers) under `root` that belong to no VM whose
+        runtime dir is in `keep`: after a daemon restart nothing may outlive its VM."""
         ...
 
     async def delete(self, handle: VmHandle) -> None:

@@ -13,14 +13,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hypr import faults
 from hypr.errors import InvalidArgument
 from hypr.process import wait_exit
-from hypr.vmm.adapter import Accel, CommandSpec, VmConfig, VmHandle
+from hypr.vmm import virtiofs
+from hypr.vmm.adapter import SHARES_TAG, Accel, CommandSpec, VmConfig, VmHandle
 from hypr.vmm.cmdline import kernel_cmdline
 from hypr.vmm.tsc import host_tsc_khz
 
@@ -30,30 +33,52 @@ AGENT_SOCKET = "agent.sock"
 INITRD = "initrd.cpio"
 QEMU_STDERR = "qemu.stderr"
 STOP_TERM_GRACE = 3.0
+RUN_SHARES = faults.register("run.shares", "run: virtiofsd started, QEMU not spawned")
 # microvm's virtio-mmio transports (measured: a 25th virtio device fails to attach).
 MMIO_TRANSPORTS = 24
 
 
-def check_devices(layers: int, nics: int) -> None:
-    """Refuse a VM whose layers, NICs and agent port need more virtio devices than microvm
-    has: one clear line instead of QEMU's error (the image store could flatten such an
-    image; refusing keeps every layer shared). The daemon calls it at create, too."""
+def check_devices(layers: int, nics: int, shares: bool = False) -> None:
+    """Refuse a VM whose layers, NICs, agent port and shared folders need more virtio
+    devices than microvm has: one clear line instead of QEMU's error (the image store could
+    flatten such an image; refusing keeps every layer shared). The daemon calls it at
+    create, too. All shared folders together take one device."""
     if layers < 1:
         raise InvalidArgument("a VM needs at least one image layer")
-    needed = layers + nics + 1
+    needed = layers + nics + 1 + int(shares)
     if needed > MMIO_TRANSPORTS:
+        folders = " and shared folders" if shares else ""
         raise InvalidArgument(
-            f"the image has {layers} layers and the VM {nics} NICs: "
+            f"the image has {layers} layers and the VM {nics} NICs{folders}: "
             f"that needs {needed} virtio devices, microvm has {MMIO_TRANSPORTS}"
         )
 
 
-def _machine(accel: Accel) -> list[str]:
+def _machine(accel: Accel, memory_backend: str | None = None) -> list[str]:
     # PIT/PIC/RTC keep the kernel's timer calibration finite under TCG; harmless with KVM.
-    argv = ["-M", f"microvm,accel={accel},pit=on,pic=on,rtc=on"]
+    machine = f"microvm,accel={accel},pit=on,pic=on,rtc=on"
+    if memory_backend is not None:
+        machine += f",memory-backend={memory_backend}"
+    argv = ["-M", machine]
     if accel == "kvm":
         argv += ["-cpu", "host"]
     return argv
+
+
+def _shares_args(config: VmConfig) -> tuple[list[str], list[str]]:
+    """Machine and device arguments for the shared folders: vhost-user-fs needs the guest's
+    RAM in shared memory, and virtiofsd refuses microvm's default legacy virtio-mmio."""
+    if not config.shares:
+        return [], []
+    memory = [
+        "-object", f"memory-backend-memfd,id=mem,size={config.memory_mib}M,share=on",
+        "-global", "virtio-mmio.force-legacy=false",
+    ]  # fmt: skip
+    device = [
+        "-chardev", f"socket,id=shares,path={virtiofs.socket_path(config.runtime_dir)}",
+        "-device", f"vhost-user-fs-device,chardev=shares,tag={SHARES_TAG}",
+    ]  # fmt: skip
+    return memory, device
 
 
 class QemuAdapter:
@@ -61,21 +86,26 @@ class QemuAdapter:
 
     name = "qemu"
 
-    def __init__(self, binary: str = "qemu-system-x86_64") -> None:
+    def __init__(
+        self, binary: str = "qemu-system-x86_64", virtiofsd: str = virtiofs.VIRTIOFSD
+    ) -> None:
         self.binary = binary
+        self.file_servers = virtiofs.VirtiofsDaemons(virtiofsd)
         self._children: set[int] = set()  # pids we spawned and must reap
         self._statuses: dict[int, int] = {}  # exit codes of reaped children (-N: signal N)
 
     def build_command(self, config: VmConfig) -> CommandSpec:
         """The argv and the per-VM initrd (the shared one + `initrd_append`)."""
-        check_devices(len(config.layers), len(config.nics))
+        check_devices(len(config.layers), len(config.nics), bool(config.shares))
         run = config.runtime_dir
         initrd = run / INITRD
+        memory, shares = _shares_args(config)
         argv = [
             self.binary,
             # Named vCPU threads tell `create` that QEMU got through its setup.
             "-name", f"hypr-{config.vm_id},debug-threads=on",
-            *_machine(config.accel),
+            *_machine(config.accel, "mem" if memory else None),
+            *memory,
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
             "-smp", str(config.vcpus),
             "-m", str(config.memory_mib),
@@ -103,6 +133,7 @@ class QemuAdapter:
             "-device", "virtio-serial-device,max_ports=2",
             "-chardev", f"socket,id=agent,path={run / AGENT_SOCKET},server=on,wait=off",
             "-device", "virtserialport,chardev=agent,name=hypr.agent",
+            *shares,
         ]  # fmt: skip
         return CommandSpec(
             argv=argv, files={initrd: config.initrd.read_bytes() + config.initrd_append}
@@ -119,6 +150,17 @@ class QemuAdapter:
         for path, data in spec.files.items():
             path.write_bytes(data)
         config.console_log.parent.mkdir(parents=True, exist_ok=True)
+        if config.shares:
+            await self.file_servers.start(config.runtime_dir, config.shares)
+            faults.point(RUN_SHARES)
+        try:
+            return await self._spawn(config, spec)
+        except BaseException:
+            await self.file_servers.stop(config.runtime_dir)
+            raise
+
+    async def _spawn(self, config: VmConfig, spec: CommandSpec) -> VmHandle:
+        sock = config.runtime_dir / AGENT_SOCKET
         stderr_path = config.runtime_dir / QEMU_STDERR
         # posix_spawn returns once the child has exec'd (vfork): no waiting on QEMU. In a
         # thread, a cancel at this await would lose the pid of a running, setsid QEMU.
@@ -166,9 +208,11 @@ class QemuAdapter:
         await self.wait(handle)
 
     async def wait(self, handle: VmHandle) -> None:
-        """Return once QEMU has exited; reaps it when it is our child."""
+        """Return once QEMU has exited (reaping it when it is our child) and its file
+        server with it: virtiofsd never outlives what it serves."""
         await wait_exit(handle.pid)
         self._reap(handle.pid)
+        await self.file_servers.stop(handle.runtime_dir)
 
     def is_alive(self, handle: VmHandle) -> bool:
         """True if handle.pid is a live process whose command line names this VM."""
@@ -203,12 +247,16 @@ class QemuAdapter:
                 found[name.removeprefix("hypr-").split(",")[0]] = int(entry.name)
         return found
 
+    async def stop_orphans(self, root: Path, keep: set[Path]) -> None:
+        await self.file_servers.stop_orphans(root, {path.name for path in keep})
+
     async def delete(self, handle: VmHandle) -> None:
         """Remove the files `create` put into the runtime dir (and the dir, if now empty)."""
         if self.is_alive(handle):
             raise RuntimeError(f"VM {handle.vm_id} is still running")
-        for name in (AGENT_SOCKET, INITRD, QEMU_STDERR):
+        for name in (AGENT_SOCKET, INITRD, QEMU_STDERR, virtiofs.SOCKET, virtiofs.LOG):
             (handle.runtime_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(handle.runtime_dir / virtiofs.SHARES_DIR, ignore_errors=True)
         with contextlib.suppress(OSError):
             handle.runtime_dir.rmdir()
 

@@ -59,9 +59,8 @@ void early_setup(void)
 			dup2(devnull, fd);
 }
 
-void load_modules(void)
+void load_module_list(char *list)
 {
-	char *list = read_file("/lib/modules/load.order");
 	if (!list)
 		return;
 	for (char *save = NULL, *name = strtok_r(list, "\n", &save); name;
@@ -76,6 +75,12 @@ void load_modules(void)
 		if (fd >= 0)
 			close(fd);
 	}
+}
+
+void load_modules(void)
+{
+	char *list = read_file("/lib/modules/load.order");
+	load_module_list(list);
 	free(list);
 }
 
@@ -99,6 +104,8 @@ void parse_cmdline(void)
 			nlayers = atoi(w + 12);
 			if (nlayers < 1 || nlayers > MAX_LAYERS)
 				fatal("bad hypr.layers");
+		} else if (!strncmp(w, "hypr.shares=", 12)) {
+			shares_tag = strdup(w + 12);
 		} else if (!strcmp(w, "hypr.probe=1")) {
 			probe = true;
 		}
@@ -219,6 +226,10 @@ void read_spec(void)
 		if (!v)
 			continue;
 		*v++ = 0;
+		if (!strcmp(l, "mount")) {
+			parse_mount(v); /* its fields are decoded one by one */
+			continue;
+		}
 		pct_decode(v);
 		if (!strcmp(l, "arg"))
 			strv_add(&spec_argv, v);

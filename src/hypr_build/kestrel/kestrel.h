@@ -3,6 +3,7 @@
  *
  *   main.c      start-up order and the poll(2) loop
  *   boot.c      early mounts, modules, the kernel command line, the image root, /hypr/spec
+ *   mounts.c    volumes, bind mounts and tmpfs in the image root
  *   user.c      Docker's -u: users and groups from the image's /etc/passwd and /etc/group
  *   net.c       NIC configuration (ioctl; busybox udhcpc for "dhcp")
  *   workload.c  the main process: spawn, exit, restart policy, shutdown
@@ -101,11 +102,17 @@ extern struct strv spec_argv, base_env;
 extern char *spec_workdir, *spec_user;
 extern int restart_policy, max_restarts, stop_signal, nlayers;
 void early_setup(void);
+void load_module_list(char *list);
 void load_modules(void);
 void parse_cmdline(void);
 void setup_rootfs(void);
 void write_etc(void);
 void read_spec(void);
+
+/* mounts.c */
+extern char *shares_tag;
+void parse_mount(char *v);
+void setup_mounts(void);
 
 /* user.c */
 int switch_user(const char *user, struct strv *env);

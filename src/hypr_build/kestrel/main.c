@@ -71,6 +71,8 @@ int main(void)
 	setup_network();
 	boot_mark("net");
 	write_etc();
+	setup_mounts();
+	boot_mark("volumes");
 	start_workload();
 	boot_mark("workload");
 	chan_scan_until = now_ms() + 30000;
