@@ -15,13 +15,12 @@ Usage: .venv/bin/python bench/volume_bench.py [io|boot|all] [--runs N]
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,10 +29,22 @@ from hypr.sandbox import Hyprd, create_netns, delete_netns
 SIZE_MIB = 256
 SMALL_FILES = 5000
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
-# Milliseconds around each phase of the metadata job, from /proc/uptime (centiseconds; busybox
-# `date` has no %N), read without a fork.
-SMALL_JOB = f"""
-now() {{ read up _ < /proc/uptime; echo "${{up%.*}}${{up#*.}}"; }}
+# Milliseconds around each phase, from /proc/uptime (centiseconds; busybox `date` has no %N
+# and this busybox's dd prints no rate). Run by busybox sh in the guest and on the host alike.
+NOW = """now() { read up _ < /proc/uptime; echo "${up%.*}${up#*.}"; }"""
+BIG_JOB = f"""{NOW}
+f="$1/big"
+t0=$(now)
+dd if=/dev/zero of="$f" bs=1M count={SIZE_MIB} conv=fsync 2>/dev/null
+t1=$(now)
+sync; echo 3 > /proc/sys/vm/drop_caches
+t2=$(now)
+dd if="$f" of=/dev/null bs=1M 2>/dev/null
+t3=$(now)
+rm -f "$f"
+echo "$(( (t1-t0)*10 )) $(( (t3-t2)*10 ))"
+"""
+SMALL_JOB = f"""{NOW}
 cd "$1" && mkdir small && cd small
 t0=$(now)
 i=0; while [ $i -lt {SMALL_FILES} ]; do echo x > f$i; i=$((i+1)); done
@@ -44,7 +55,6 @@ cd .. && rm -rf small
 t3=$(now)
 echo "create $(( (t1-t0)*10 )) stat $(( (t2-t1)*10 )) delete $(( (t3-t2)*10 ))"
 """
-DD_RATE = re.compile(r"copied, ([\d.]+) seconds")
 
 
 @contextmanager
@@ -60,48 +70,30 @@ def daemon() -> Iterator[Hyprd]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def dd_mib_s(output: str) -> float:
-    match = DD_RATE.search(output)
-    if match is None:
-        raise RuntimeError(f"dd said: {output}")
-    return SIZE_MIB / float(match.group(1))
+Runner = Callable[[str, str], str]
 
 
-def guest_io(hyprd: Hyprd, vm: str, directory: str) -> tuple[float, float, str]:
-    """(write MiB/s, read MiB/s, small-file phases) in `directory` of the guest."""
-
-    def sh(script: str) -> str:
-        result = hyprd.hypr("exec", vm, "--", "sh", "-c", script)
+def in_guest(hyprd: Hyprd, vm: str) -> Runner:
+    def run(script: str, directory: str) -> str:
+        result = hyprd.hypr("exec", vm, "--", "sh", "-c", script, "sh", directory)
         if result.returncode != 0:
             raise RuntimeError(result.stderr)
-        return result.stdout + result.stderr
+        return result.stdout
 
-    f = f"{directory}/big"
-    write = sh(f"dd if=/dev/zero of={f} bs=1M count={SIZE_MIB} conv=fsync 2>&1")
-    read = sh(f"sync; echo 3 > /proc/sys/vm/drop_caches; dd if={f} of=/dev/null bs=1M 2>&1")
-    sh(f"rm -f {f}")
-    small = hyprd.hypr("exec", vm, "--", "sh", "-c", SMALL_JOB, "sh", directory).stdout
-    return dd_mib_s(write), dd_mib_s(read), small.strip()
+    return run
 
 
-def host_io(directory: Path) -> tuple[float, float, str]:
-    f = directory / "big"
+def on_host(script: str, directory: str) -> str:
+    return subprocess.run(
+        [BUSYBOX, "sh", "-c", script, "sh", directory], capture_output=True, text=True, check=True
+    ).stdout
 
-    def dd(*args: str) -> str:
-        return subprocess.run(
-            [BUSYBOX, "dd", *args], capture_output=True, text=True, check=True
-        ).stderr
 
-    write = dd("if=/dev/zero", f"of={f}", "bs=1M", f"count={SIZE_MIB}", "conv=fsync")
-    subprocess.run(["sync"], check=True)
-    Path("/proc/sys/vm/drop_caches").write_text("3")
-    read = dd(f"if={f}", "of=/dev/null", "bs=1M")
-    f.unlink()
-    small = subprocess.run(
-        [BUSYBOX, "sh", "-c", SMALL_JOB, "sh", str(directory)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return dd_mib_s(write), dd_mib_s(read), small.strip()
+def io(run: Runner, directory: str) -> tuple[float, float, str]:
+    """(write MiB/s, read MiB/s, small-file phases in ms) in `directory`."""
+    write_ms, read_ms = (int(w) for w in run(BIG_JOB, directory).split())
+    small = run(SMALL_JOB, directory).strip()
+    return SIZE_MIB * 1000 / max(write_ms, 10), SIZE_MIB * 1000 / max(read_ms, 10), small
 
 
 def phases(text: str) -> dict[str, int]:
@@ -114,10 +106,11 @@ def bench_io() -> None:
         hyprd.ok("run", "-d", "--name", "io", "-m", "1g", "-v", "benchvol:/vol", "busybox",
                  "sleep", "1d")  # fmt: skip
         mountpoint = Path(hyprd.inspect("io")["mounts"][0]["host_path"])
+        guest = in_guest(hyprd, "io")
         results = {
-            "volume (virtio-fs)": guest_io(hyprd, "io", "/vol"),
-            "guest root (overlay)": guest_io(hyprd, "io", "/tmp"),
-            "host directly": host_io(mountpoint),
+            "volume (virtio-fs)": io(guest, "/vol"),
+            "guest root (overlay)": io(guest, "/tmp"),
+            "host directly": io(on_host, str(mountpoint)),
         }
     print(f"sequential {SIZE_MIB} MiB (dd bs=1M), MiB/s; {SMALL_FILES} small files, ms")
     for name, (write, read, small) in results.items():

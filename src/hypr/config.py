@@ -78,6 +78,10 @@ class Settings:
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
 
+    @property
+    def volumes_dir(self) -> Path:
+        return self.data_dir / "volumes"
+
     @classmethod
     def from_env(cls) -> Settings:
         accel = os.environ.get("HYPR_ACCEL", "auto")

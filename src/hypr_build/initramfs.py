@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from hypr.guest.assets import INITRAMFS
+from hypr.guest.assets import INITRAMFS, SHARES_INITRAMFS
 from hypr.guest.cpio import CpioEntry, newc_archive
 from hypr_build.common import Stamps, digest, file_digest, step
 from hypr_build.kernel import LOAD_ORDER, SHARED_FOLDER_ORDER
@@ -49,7 +49,6 @@ _DIRECTORIES = (
 def initramfs_entries(agent: bytes, busybox: bytes, moddir: Path) -> list[CpioEntry]:
     """Everything the agent needs before the image root is mounted."""
     order = (moddir / LOAD_ORDER).read_text().split()
-    on_demand = (moddir / SHARED_FOLDER_ORDER).read_text().split()
     return [
         *(CpioEntry.directory(d) for d in _DIRECTORIES),
         # The kernel opens /dev/console for init before anything can mount devtmpfs.
@@ -59,8 +58,18 @@ def initramfs_entries(agent: bytes, busybox: bytes, moddir: Path) -> list[CpioEn
         *(CpioEntry.symlink(f"bin/{a}", "busybox") for a in INITRAMFS_APPLETS),
         CpioEntry.file("etc/udhcpc.script", UDHCPC_SCRIPT.encode(), 0o755),
         CpioEntry.file(f"lib/modules/{LOAD_ORDER}", "\n".join(order).encode() + b"\n"),
-        CpioEntry.file(f"lib/modules/{SHARED_FOLDER_ORDER}", "".join(f"{m}\n" for m in on_demand).encode()),
-        *(CpioEntry.file(f"lib/modules/{m}", (moddir / m).read_bytes()) for m in order + on_demand),
+        *(CpioEntry.file(f"lib/modules/{m}", (moddir / m).read_bytes()) for m in order),
+    ]
+
+
+def shares_entries(moddir: Path) -> list[CpioEntry]:
+    """The modules a VM with shared folders loads (fuse, virtiofs) and their list: a cpio of
+    their own, appended to the initramfs of those VMs only."""
+    on_demand = (moddir / SHARED_FOLDER_ORDER).read_text().split()
+    listing = "".join(f"{m}\n" for m in on_demand).encode()
+    return [
+        CpioEntry.file(f"lib/modules/{SHARED_FOLDER_ORDER}", listing),
+        *(CpioEntry.file(f"lib/modules/{m}", (moddir / m).read_bytes()) for m in on_demand),
     ]
 
 
@@ -76,6 +85,8 @@ def build_initramfs(out: Path, moddir: Path, agent: Path, stamps: Stamps) -> Non
         str(COMPRESS_INITRAMFS),
     )
 
+    shares = out / SHARES_INITRAMFS
+
     def work() -> str:
         data = newc_archive(initramfs_entries(agent.read_bytes(), BUSYBOX.read_bytes(), moddir))
         if COMPRESS_INITRAMFS:
@@ -83,6 +94,11 @@ def build_initramfs(out: Path, moddir: Path, agent: Path, stamps: Stamps) -> Non
         tmp = target.with_suffix(".tmp")
         tmp.write_bytes(data)
         tmp.replace(target)
-        return f"{len(data)} bytes{' (gzip)' if COMPRESS_INITRAMFS else ''}"
+        # Inode numbers far from the main archive's, so the two never look like hard links.
+        extra = newc_archive(shares_entries(moddir), first_ino=0x7FFE0000)
+        shares.with_suffix(".tmp").write_bytes(extra)
+        shares.with_suffix(".tmp").replace(shares)
+        compressed = " (gzip)" if COMPRESS_INITRAMFS else ""
+        return f"{len(data)} bytes{compressed}, {len(extra)} more for shared folders"
 
-    step(stamps, "initramfs", inputs, [target], work)
+    step(stamps, "initramfs", inputs, [target, shares], work)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from hypr.guest.assets import preferred_kernel
+from hypr.guest.assets import INITRAMFS, SHARES_INITRAMFS, preferred_kernel
 from hypr.guest.spec import PROBE_ARGS, PROBE_MARKER
 from hypr.vmm.adapter import Accel
 from hypr.vmm.qemu import BootProbe, resolve_accel
@@ -27,7 +27,12 @@ class AccelProbe:
 
     @property
     def initramfs(self) -> Path:
-        return self.assets_dir / "initramfs.cpio"
+        return self.assets_dir / INITRAMFS
+
+    @property
+    def shares_initramfs(self) -> Path:
+        """Appended to the initramfs of VMs with shared folders (their extra modules)."""
+        return self.assets_dir / SHARES_INITRAMFS
 
     def start(self) -> None:
         async def resolve() -> Accel:

@@ -68,10 +68,9 @@ class MountService:
 
     def release(self, mounts: list[MountSpec]) -> None:
         """Remove a removed VM's anonymous volumes (kept while another VM mounts one)."""
-        for mount in mounts:
-            if mount.type == "volume" and mount.anonymous:
-                with contextlib.suppress(Conflict, NotFound):
-                    self.volumes.remove(mount.source)
+        self.volumes.remove_anonymous(
+            m.source for m in mounts if m.type == "volume" and m.anonymous
+        )
 
     def for_boot(self, mounts: list[MountSpec]) -> tuple[list[SharedDir], list[GuestMount]]:
         """The shared folders to serve and the guest's mounts, in mount order."""

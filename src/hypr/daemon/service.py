@@ -7,6 +7,7 @@ daemon/views.py, so no handler reaches into a manager's rows or repositories.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,6 +22,7 @@ from hypr.daemon.requests import RunRequest
 from hypr.daemon.stacks import StackManager
 from hypr.daemon.views import NetworkStats, VmDetails, nic_details
 from hypr.daemon.vms import VmManager
+from hypr.daemon.volumes import VolumeService
 from hypr.guest.protocol import AgentClient
 from hypr.guest.wire import ExecResult
 from hypr.images.content import ContentStore
@@ -35,7 +37,8 @@ from hypr.state.apikeys import ApiKeyRepository
 from hypr.state.db import Database
 from hypr.state.networks import NetworkRecord
 from hypr.state.stacks import StackOpRepository
-from hypr.state.vms import Endpoint, VmRecord
+from hypr.state.vms import Endpoint, VmRecord, VmRepository
+from hypr.state.volumes import VolumeRecord
 from hypr.vmm.qemu import QemuAdapter
 
 log = logging.getLogger(__name__)
@@ -74,9 +77,11 @@ class Daemon:
         images_dir = settings.data_dir / "images"
         self.images = ImageStore(images_dir, self.db, (settings.assets_dir / "images", images_dir))
         self.content = ContentStore(images_dir)
+        self.volumes = VolumeService(settings, self.db, VmRepository(self.db).all)
         self.vms = VmManager(
-            settings, self.db, self.ipr, self.networks, self.ipam, self.images, QemuAdapter()
-        )
+            settings, self.db, self.ipr, self.networks, self.ipam, self.images, self.volumes,
+            QemuAdapter(),
+        )  # fmt: skip
         self.networks.detach_hook = self.vms.detach_network
         self.image_service = ImageService(
             settings,
@@ -104,6 +109,7 @@ class Daemon:
         self.content.clean_partials()  # downloads a killed hyprd left half done
         self.images.clean_partials()
         await self.networks.reconcile(self.settings.default_subnet)
+        self.volumes.reconcile()  # before VMs are adopted or booted again: they mount them
         await self.vms.reconcile()
         self.vms.resolve_accel_in_background()
         self.stacks.resume()
@@ -146,8 +152,8 @@ class Daemon:
         """`grace` was validated by the caller: 0 <= grace <= MAX_STOP_TIMEOUT."""
         return self.vm_details(await self.vms.stop(ref, grace))
 
-    async def remove_vm(self, ref: str, force: bool) -> None:
-        await self.vms.remove(ref, force=force)
+    async def remove_vm(self, ref: str, force: bool, volumes: bool = False) -> None:
+        await self.vms.remove(ref, force=force, volumes=volumes)
 
     async def wait_vm(self, ref: str) -> int | None:
         return await self.vms.wait(ref)
@@ -200,6 +206,30 @@ class Daemon:
     def prune_images(self, all: bool) -> Prune:
         return self.image_service.prune(all)
 
+    # --- volume facade -------------------------------------------------------------------
+
+    def volume_list(self, filters: Mapping[str, Sequence[str]]) -> list[VolumeRecord]:
+        return self.volumes.select(filters)
+
+    def volume(self, name: str) -> VolumeRecord:
+        return self.volumes.get(name)
+
+    def create_volume(
+        self,
+        name: str | None,
+        driver: str,
+        labels: Mapping[str, str],
+        options: Mapping[str, str],
+        stack: str | None = None,
+    ) -> VolumeRecord:
+        return self.volumes.create(name, labels, options, stack, driver=driver)
+
+    def remove_volume(self, name: str, force: bool) -> None:
+        self.volumes.remove(name, force)
+
+    def prune_volumes(self, all: bool) -> tuple[list[str], int]:
+        return self.volumes.prune(all)
+
     # --- network facade ------------------------------------------------------------------
 
     def network_list(self) -> list[NetworkRecord]:
@@ -250,6 +280,7 @@ class Daemon:
 
     def _details(self, vms: list[VmRecord]) -> list[VmDetails]:
         networks = {net.id: net for net in self.networks.all()}
+        volumes = {vol.name: vol.mountpoint for vol in self.volumes.all()}
         return [
             VmDetails(
                 vm=vm,
@@ -257,6 +288,10 @@ class Daemon:
                 forwards=self.ports.forwards(vm.id),
                 log_path=self.vms.log_path(vm.id),
                 running=vm.id in self.vms.running,
+                mount_paths=[
+                    volumes.get(m.source, "") if m.type == "volume" else m.source
+                    for m in vm.spec.mounts
+                ],
             )
             for vm in vms
         ]

@@ -320,7 +320,9 @@ class VmManager:
                 memory_mib=vm.spec.memory_mib,
                 kernel=self.accel.kernel,
                 initrd=self.accel.initramfs,
-                initrd_append=spec_cpio(guest.workload, mounts),
+                # The shared-folder modules travel only with the VMs that load them.
+                initrd_append=(self.accel.shares_initramfs.read_bytes() if shares else b"")
+                + spec_cpio(guest.workload, mounts),
                 cmdline=kernel_args(guest),
                 layers=layers,
                 nics=[NicConfig(tap, nic.mac) for tap, nic in nics],

@@ -147,4 +147,24 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX image_digests_image ON image_digests (image_id);
     """,
+    # 7: volumes. A volume is a host directory that VMs mount: hypr's own under
+    # volumes/local/<name> or volumes/<stack>/<name>, or an existing directory bound by
+    # `--opt type=none,o=bind,device=PATH` (`bound`). Two volumes never share a directory
+    # hypr made (a stack named `local` could aim at one); several may bind one device
+    # directory, as in Docker.
+    """
+    CREATE TABLE volumes (
+        name TEXT PRIMARY KEY,
+        driver TEXT NOT NULL,
+        mountpoint TEXT NOT NULL,
+        bound INTEGER NOT NULL DEFAULT 0,  -- 1: mountpoint is the user's, from `device=`
+        created TEXT NOT NULL,
+        labels TEXT NOT NULL,  -- JSON object
+        options TEXT NOT NULL,  -- JSON object, as given (`--opt`)
+        stack TEXT,  -- the compose project that owns it
+        anonymous INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX volumes_mountpoint ON volumes (mountpoint) WHERE bound = 0;
+    CREATE INDEX volumes_stack ON volumes (stack);
+    """,
 ]
