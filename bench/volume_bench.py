@@ -89,11 +89,16 @@ def on_host(script: str, directory: str) -> str:
     ).stdout
 
 
-def io(run: Runner, directory: str) -> tuple[float, float, str]:
-    """(write MiB/s, read MiB/s, small-file phases in ms) in `directory`."""
-    write_ms, read_ms = (int(w) for w in run(BIG_JOB, directory).split())
-    small = run(SMALL_JOB, directory).strip()
-    return SIZE_MIB * 1000 / max(write_ms, 10), SIZE_MIB * 1000 / max(read_ms, 10), small
+def io(run: Runner, directory: str, repeats: int) -> tuple[float, float, dict[str, int]]:
+    """Medians of `repeats` runs: write MiB/s, read MiB/s, small-file phases in ms."""
+    writes, reads, smalls = [], [], []
+    for _ in range(repeats):
+        write_ms, read_ms = (int(w) for w in run(BIG_JOB, directory).split())
+        writes.append(SIZE_MIB * 1000 / max(write_ms, 10))
+        reads.append(SIZE_MIB * 1000 / max(read_ms, 10))
+        smalls.append(phases(run(SMALL_JOB, directory)))
+    small = {k: int(statistics.median(s[k] for s in smalls)) for k in smalls[0]}
+    return statistics.median(writes), statistics.median(reads), small
 
 
 def phases(text: str) -> dict[str, int]:
@@ -101,28 +106,27 @@ def phases(text: str) -> dict[str, int]:
     return {words[i]: int(words[i + 1]) for i in range(0, len(words), 2)}
 
 
-def bench_io() -> None:
+def bench_io(repeats: int) -> None:
     with daemon() as hyprd:
         hyprd.ok("run", "-d", "--name", "io", "-m", "1g", "-v", "benchvol:/vol", "busybox",
                  "sleep", "1d")  # fmt: skip
         mountpoint = Path(hyprd.inspect("io")["mounts"][0]["host_path"])
         guest = in_guest(hyprd, "io")
-        results = {
-            "volume (virtio-fs)": io(guest, "/vol"),
-            "guest root (overlay)": io(guest, "/tmp"),
-            "host directly": io(on_host, str(mountpoint)),
-        }
-    print(f"sequential {SIZE_MIB} MiB (dd bs=1M), MiB/s; {SMALL_FILES} small files, ms")
+        places = {"volume (virtio-fs)": (guest, "/vol"), "guest root (overlay)": (guest, "/tmp")}
+        places["host directly"] = (on_host, str(mountpoint))
+        results = {name: io(run, where, repeats) for name, (run, where) in places.items()}
+    print(f"sequential {SIZE_MIB} MiB (dd bs=1M), MiB/s; {SMALL_FILES} small files, ms;")
+    print(f"medians of {repeats} runs")
     for name, (write, read, small) in results.items():
-        print(f"  {name:22} write {write:7.1f}  read {read:7.1f}   {small}")
+        phases_text = "  ".join(f"{k} {v:5d}" for k, v in small.items())
+        print(f"  {name:22} write {write:7.1f}  read {read:7.1f}   {phases_text}")
     vol_w, vol_r, vol_small = results["volume (virtio-fs)"]
     root_w, root_r, root_small = results["guest root (overlay)"]
     ratio = min(vol_w / root_w, vol_r / root_r)
     verdict = "met" if ratio >= 0.5 else "MISSED"
     print(f"volume / root: write {vol_w / root_w:.2f}x  read {vol_r / root_r:.2f}x  "
           f"(goal >= 0.5x: {verdict})")  # fmt: skip
-    vol, root = phases(vol_small), phases(root_small)
-    small = "  ".join(f"{k} {vol[k] / max(root[k], 1):.1f}x" for k in vol)
+    small = "  ".join(f"{k} {vol_small[k] / max(root_small[k], 1):.1f}x" for k in vol_small)
     print(f"small files volume / root: {small}")
 
 
@@ -163,9 +167,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", nargs="?", default="all", choices=["io", "boot", "all"])
     parser.add_argument("--runs", type=int, default=7, help="boot runs of each kind")
+    parser.add_argument("--repeats", type=int, default=3, help="io runs in each place")
     args = parser.parse_args()
     if args.what in ("io", "all"):
-        bench_io()
+        bench_io(args.repeats)
     if args.what in ("boot", "all"):
         bench_boot(args.runs)
 

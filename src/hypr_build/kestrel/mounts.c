@@ -21,6 +21,7 @@
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #define SHARES "/shares"
@@ -216,6 +217,19 @@ static void copy_up(int root, const struct mnt *m, const char *src)
 		close(img);
 }
 
+/* Sequential reads through virtio-fs are bound by requests in flight: a 16 MiB
+ * readahead (the default is 128 KiB) doubles a large file's read rate under TCG. */
+static void set_readahead(const char *mnt)
+{
+	struct stat st;
+	char path[64];
+	if (stat(mnt, &st) < 0)
+		return;
+	snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb", major(st.st_dev),
+		 minor(st.st_dev));
+	write_file(path, "16384");
+}
+
 static void mount_shares(void)
 {
 	char *list = read_file(SHARES_MODULES);
@@ -229,6 +243,7 @@ static void mount_shares(void)
 		}
 		usleep(10000);
 	}
+	set_readahead(SHARES);
 }
 
 static void mount_one(int root, const struct mnt *m)
