@@ -67,6 +67,11 @@ class Settings:
         return self.run_dir / "hypr.sock"
 
     @property
+    def docker_socket_path(self) -> Path:
+        """The Docker Engine API (`DOCKER_HOST=unix://...`)."""
+        return self.run_dir / "docker.sock"
+
+    @property
     def pid_file(self) -> Path:
         return self.run_dir / "hyprd.pid"
 

@@ -22,6 +22,8 @@ from starlette.types import ASGIApp
 from hypr import __version__
 from hypr.api.app import create_app
 from hypr.api.auth import BearerAuth
+from hypr.api.docker.app import create_docker_app
+from hypr.api.docker.http import DockerServer
 from hypr.config import Settings
 from hypr.daemon import metrics
 from hypr.daemon.logs import configure_logging
@@ -105,9 +107,11 @@ async def serve(settings: Settings) -> None:
     _make_run_dir(settings.run_dir)
     _claim_pid_file(settings.pid_file)
     daemon = Daemon(settings)
+    docker = DockerServer(create_docker_app(daemon), settings.docker_socket_path)
     try:
         await daemon.start()
         settings.socket_path.unlink(missing_ok=True)
+        await docker.start()
         app = create_app(daemon)
         servers = [_listener(app, uds=str(settings.socket_path))]
         if settings.api_addr:
@@ -137,10 +141,12 @@ async def serve(settings: Settings) -> None:
             await listening
         if all(s.started for s in servers):
             os.chmod(settings.socket_path, 0o660)
+            os.chmod(settings.docker_socket_path, 0o660)
             log.info(
-                "hyprd %s listening on %s%s%s",
+                "hyprd %s listening on %s (Docker API on %s)%s%s",
                 __version__,
                 settings.socket_path,
+                settings.docker_socket_path,
                 f", REST gateway on {settings.api_addr}" if settings.api_addr else "",
                 f", metrics on {settings.metrics_addr}" if settings.metrics_addr else "",
             )
@@ -150,6 +156,7 @@ async def serve(settings: Settings) -> None:
         if not all(s.started for s in servers):
             raise StartupError("a listener could not start (see the log above)")
     finally:
+        await docker.stop()
         await daemon.close()
         settings.socket_path.unlink(missing_ok=True)
         settings.pid_file.unlink(missing_ok=True)

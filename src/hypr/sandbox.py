@@ -81,6 +81,20 @@ class Hyprd:
     def socket(self) -> Path:
         return self.run_dir / "hypr.sock"
 
+    @property
+    def docker_env(self) -> dict[str, str]:
+        """The environment that points Docker's clients (CLI, compose, SDK) at this daemon."""
+        return {**os.environ, "DOCKER_HOST": f"unix://{self.run_dir / 'docker.sock'}"}
+
+    def docker(
+        self, *args: str, input: str | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real `docker` CLI against this daemon's Docker API."""
+        return subprocess.run(
+            ["docker", *args], env=self.docker_env, capture_output=True, text=True,
+            input=input, timeout=timeout,
+        )  # fmt: skip
+
     def start(self, timeout: float = 60) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:

@@ -1,0 +1,59 @@
+"""The Docker face's ASGI app: routers, Docker's error shape, `/v1.NN/` prefixes."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from hypr import __version__
+from hypr.api.docker import system
+from hypr.api.docker.versions import API_VERSION, VERSION_KEY
+from hypr.api.errors import validation_message
+from hypr.daemon.service import Daemon
+from hypr.errors import HyprError
+
+_PREFIX = re.compile(r"^/v(1\.\d+)(/.*)$")
+
+
+class VersionPrefix:
+    """Route `/v1.44/containers/json` as `/containers/json`, and keep the version the client
+    asked for in the scope (some answers depend on it, as Docker's do)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            match = _PREFIX.match(scope["path"])
+            version = API_VERSION
+            if match:
+                version = match.group(1)
+                scope = {**scope, "path": match.group(2), "raw_path": match.group(2).encode()}
+            scope = {**scope, VERSION_KEY: version}
+        await self.app(scope, receive, send)
+
+
+def create_docker_app(daemon: Daemon) -> ASGIApp:
+    app = FastAPI(title="hypr (Docker Engine API)", version=__version__, openapi_url=None)
+    app.state.daemon = daemon
+
+    @app.exception_handler(HyprError)
+    async def _hypr_error(_: Request, exc: HyprError) -> JSONResponse:
+        return JSONResponse({"message": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"message": validation_message(exc)}, status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        message = "page not found" if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse({"message": message}, status_code=exc.status_code)
+
+    app.include_router(system.router)
+    return VersionPrefix(app)
