@@ -151,11 +151,11 @@ def test_invalid_files_name_the_path(mutate: Any, message: str) -> None:
 
 def test_unsupported_keys_are_warnings_naming_the_key() -> None:
     document = three_tier()
-    document["services"]["db"]["volumes"] = ["data:/var/lib/db"]
+    document["services"]["db"]["secrets"] = ["password"]
     document["services"]["web"]["stop_grace_period"] = "3s"
     project = load_project(document, "shop")
     assert sorted(project.warnings) == [
-        "services.db.volumes: not supported by hypr yet, ignored",
+        "services.db.secrets: not supported by hypr yet, ignored",
         "services.web.stop_grace_period: not supported by hypr yet, ignored",
     ]
 

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from hypr.api.deps import daemon_of
 from hypr.api.models import StackDownRequest, StackUpRequest, StackView
 from hypr.api.vms import vm_view
-from hypr.compose.project import SERVICE_LABEL, load_project
+from hypr.compose.project import SERVICE_LABEL, HostPaths, Project, load_project
 from hypr.daemon.stacks import Emit
 
 router = APIRouter(prefix="/stacks", tags=["stacks"])
@@ -45,16 +45,20 @@ def _stream(work: Callable[[Emit], Awaitable[None]]) -> StreamingResponse:
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
+def _project(name: str, body: StackUpRequest) -> Project:
+    return load_project(body.document, name, HostPaths(body.project_dir, body.home))
+
+
 @router.post("/{name}/config")
 async def stack_config(name: str, body: StackUpRequest) -> dict[str, Any]:
     """Validate and normalise a compose document without deploying it."""
-    project = load_project(body.document, name)
+    project = _project(name, body)
     return {"config": project.to_dict(), "warnings": project.warnings}
 
 
 @router.post("/{name}/up")
 async def stack_up(name: str, body: StackUpRequest, request: Request) -> StreamingResponse:
-    project = load_project(body.document, name)  # bad files answer 400 before any stream
+    project = _project(name, body)  # bad files answer 400 before any stream
     stacks = daemon_of(request).stacks
     return _stream(lambda emit: stacks.up(project, body.remove_orphans, emit))
 
@@ -62,7 +66,9 @@ async def stack_up(name: str, body: StackUpRequest, request: Request) -> Streami
 @router.post("/{name}/down")
 async def stack_down(name: str, body: StackDownRequest, request: Request) -> StreamingResponse:
     stacks = daemon_of(request).stacks
-    return _stream(lambda emit: stacks.down(name, body.services, body.remove_orphans, emit))
+    return _stream(
+        lambda emit: stacks.down(name, body.services, body.remove_orphans, body.volumes, emit)
+    )
 
 
 @router.get("")

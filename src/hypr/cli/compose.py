@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
@@ -24,6 +24,33 @@ from hypr.cli.vms import (
 )
 from hypr.errors import HyprError
 
+if TYPE_CHECKING:
+    from hypr.compose.project import HostPaths, Project
+
+
+class Loaded(NamedTuple):
+    """A compose file read and interpolated here, with what its relative paths mean."""
+
+    name: str
+    document: dict[str, Any]
+    project_dir: str  # the file's directory
+    home: str | None  # for `~`: this user's home, not that of hyprd (root)
+
+    def paths(self) -> HostPaths:
+        from hypr.compose.project import HostPaths
+
+        return HostPaths(self.project_dir, self.home)
+
+    def project(self) -> Project:
+        """Validated and normalised here, as hyprd will (for pulls, `config`, binds)."""
+        from hypr.compose.project import load_project
+
+        return load_project(self.document, self.name, self.paths())
+
+    def body(self) -> dict[str, Any]:
+        """The request body of `/stacks/NAME/up` and `/config`."""
+        return {"document": self.document, "project_dir": self.project_dir, "home": self.home}
+
 
 class Target:
     """The compose file and project name chosen by -f and -p."""
@@ -31,24 +58,19 @@ class Target:
     file: str | None = None
     project: str | None = None
 
-    def document(self) -> tuple[str, dict[str, Any]]:
+    def load(self) -> Loaded:
         # Imported here: compose's models cost more than the rest of the CLI (`--help`).
         from hypr.compose.project import find_compose_file, project_name, read_document
 
         path = find_compose_file(self.file, Path.cwd())
         document = read_document(path, dict(os.environ))
-        return project_name(self.project, document, path.parent), document
-
-    def images(self, policy: str | None) -> list[tuple[str, str]]:
-        """Each image the services name, once, with the pull policy to pull it by: the
-        first service's `pull_policy`, unless `policy` overrides them all."""
-        from hypr.compose.project import load_project
-
-        name, document = self.document()
-        found: dict[str, str] = {}
-        for service in load_project(document, name).services:
-            found.setdefault(service.image, policy or service.pull_policy)
-        return list(found.items())
+        home = os.path.expanduser("~")
+        return Loaded(
+            project_name(self.project, document, path.parent),
+            document,
+            str(path.parent),
+            home if os.path.isabs(home) else None,
+        )
 
     def name(self) -> str:
         """The project name; with -p no file is needed (e.g. `ps -p NAME`)."""
@@ -56,7 +78,7 @@ class Target:
             from hypr.compose.project import project_name
 
             return project_name(self.project, {}, Path.cwd())
-        return self.document()[0]
+        return self.load().name
 
 
 target = Target()
@@ -81,6 +103,8 @@ def _print_event(event: dict[str, Any]) -> bool:
         return False
     elif "network" in event:
         click.echo(f" Network {event['network']:<30} {event['status']}")
+    elif "volume" in event:
+        click.echo(f" Volume {event['volume']:<31} {event['status']}")
     elif "vm" in event:
         click.echo(f" VM {event['vm']:<35} {event['status']}")
     return True
@@ -103,24 +127,42 @@ def _stream(path: str, body: dict[str, Any]) -> bool:
 @app.command()
 def config() -> None:
     """Validate the file and print it normalised."""
-    name, document = target.document()
+    project = target.load().project()
     import yaml
 
-    from hypr.compose.project import load_project
-
-    project = load_project(document, name)
     for warning in project.warnings:
         click.echo(f"WARN: {warning}", err=True)
     click.echo(yaml.safe_dump(project.to_dict(), sort_keys=False), nl=False)
 
 
-def _pull(policy: str | None) -> None:
+def _images(project: Project, policy: str | None) -> list[tuple[str, str]]:
+    """Each image the services name, once, with the pull policy to pull it by: the first
+    service's `pull_policy`, unless `policy` overrides them all."""
+    found: dict[str, str] = {}
+    for service in project.services:
+        found.setdefault(service.image, policy or service.pull_policy)
+    return list(found.items())
+
+
+def _pull(project: Project, policy: str | None) -> None:
     """Pull the services' images from here, each with its own registry's stored
     credentials (a file may name several registries)."""
     from hypr.cli.pulling import pull_as
 
-    for image, how in target.images(policy):
+    for image, how in _images(project, policy):
         pull_as(image, how, sys.stderr)
+
+
+def _make_bind_sources(project: Project) -> None:
+    """Make the missing bind sources compose makes (short syntax, `create_host_path`):
+    here, as the user who runs compose, so they are that user's directories."""
+    for path in project.host_paths_to_create():
+        if os.path.lexists(path):
+            continue
+        try:
+            os.makedirs(path)
+        except OSError as exc:
+            raise ClientError(f"cannot create bind source {path}: {exc.strerror}") from None
 
 
 @app.command()
@@ -132,10 +174,14 @@ def _pull(policy: str | None) -> None:
     help="Pull images first (default: each service's pull_policy)",
 )
 def up(detach: bool, remove_orphans: bool, pull: str | None) -> None:
-    """Pull what is missing, create networks and start services in dependency order."""
-    _pull(pull)
-    name, document = target.document()
-    if not _stream(f"/stacks/{name}/up", {"document": document, "remove_orphans": remove_orphans}):
+    """Pull what is missing, create networks and volumes, start services in dependency
+    order."""
+    loaded = target.load()
+    project = loaded.project()
+    _pull(project, pull)
+    _make_bind_sources(project)
+    name = loaded.name
+    if not _stream(f"/stacks/{name}/up", {**loaded.body(), "remove_orphans": remove_orphans}):
         raise click.exceptions.Exit(1)
     if detach:
         return
@@ -153,26 +199,27 @@ def pull() -> None:
     """Pull the services' images (all of them, except those with pull_policy never)."""
     from hypr.cli.pulling import show_pull
 
-    for image, policy in target.images(None):
+    for image, policy in _images(target.load().project(), None):
         if policy != "never":
             show_pull(image, sys.stderr)
 
 
 @app.command()
 @click.option("--remove-orphans", is_flag=True)
-@click.option("--volumes", "-v", is_flag=True, help="No-op: hypr has no volumes yet")
+@click.option(
+    "--volumes", "-v", is_flag=True, help="Also remove the stack's volumes and anonymous ones"
+)
 def down(remove_orphans: bool, volumes: bool) -> None:
-    """Stop and remove the stack's VMs, then its networks."""
+    """Stop and remove the stack's VMs, then its networks (and with -v its volumes)."""
     try:
-        name, document = target.document()
-        services: list[str] | None = list(document.get("services") or {})
+        loaded = target.load()
+        name, services = loaded.name, list(loaded.document.get("services") or {})
     except HyprError:
         if not target.project:
             raise
         name, services = target.name(), None  # no file: remove the whole stack
-    if not _stream(
-        f"/stacks/{name}/down", {"services": services, "remove_orphans": remove_orphans}
-    ):
+    body = {"services": services, "remove_orphans": remove_orphans, "volumes": volumes}
+    if not _stream(f"/stacks/{name}/down", body):
         raise click.exceptions.Exit(1)
 
 

@@ -1,9 +1,9 @@
 """Typed models of the compose-spec keys hypr supports, normalised on the way in.
 
-Every variant syntax (short and long port syntax, list and map environment, list and map
-networks and depends_on) is turned into one canonical form by a validator, so the rest of
-hypr sees a single shape. Keys hypr does not know are kept aside and reported as warnings
-that name them; keys that cannot be honoured safely are errors.
+Every variant syntax (short and long port and volume syntax, list and map environment,
+list and map networks and depends_on) is turned into one canonical form by a validator, so
+the rest of hypr sees a single shape. Keys hypr does not know are kept aside and reported
+as warnings that name them; keys that cannot be honoured safely are errors.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from pydantic import (
 from hypr.checks import check_env, parse_restart
 from hypr.compose.ports import PortMapping, parse_port
 from hypr.errors import InvalidArgument
-from hypr.units import memory_mib
+from hypr.state.vms import MountType
+from hypr.units import memory_mib, parse_size
+from hypr.volumes.mounts import check_target, parse_tmpfs
 
 T = TypeVar("T")
 PullPolicy = Literal["always", "missing", "never"]
@@ -136,6 +138,131 @@ class EnvFile(ComposeModel):
     required: bool = True
 
 
+class VolumeOptions(ComposeModel):
+    nocopy: bool = False
+    subpath: str | None = None
+
+    @field_validator("subpath")
+    @classmethod
+    def _subpath(cls, value: str | None) -> None:
+        """Ignoring it would mount the whole volume where a part of it was asked for."""
+        if value is not None:
+            raise ValueError("not supported by hypr")
+        return None
+
+
+class BindOptions(ComposeModel):
+    # Compose makes a missing bind source a directory: the short syntax always, the long
+    # syntax when asked. The CLI makes it (as the user, on the user's side), not hyprd.
+    create_host_path: bool = False
+
+
+class TmpfsOptions(ComposeModel):
+    size: int | None = None  # bytes
+    mode: int | None = None
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> int | None:
+        return None if value is None else _shared(parse_size, value)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: Any) -> int | None:
+        return None if value is None else _file_mode(value)
+
+
+class ServiceVolume(ComposeModel):
+    """One mount of a service in the long syntax; the short syntax (`data:/db:ro`) and
+    `tmpfs:` entries are turned into it before validation, as compose does."""
+
+    type: MountType
+    source: str | None = None
+    target: str
+    read_only: bool = False
+    volume: VolumeOptions | None = None
+    bind: BindOptions | None = None
+    tmpfs: TmpfsOptions | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_syntax(cls, value: Any) -> Any:
+        return _short_volume(value) if isinstance(value, str) else value
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        return _shared(check_target, value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceVolume:
+        """What compose adds to `--mount`'s rules (hypr.volumes.mounts checks those)."""
+        for kind in ("volume", "bind", "tmpfs"):
+            if getattr(self, kind) is not None and kind != self.type:
+                raise ValueError(f"`{kind}` options apply only to type {kind}")
+        if self.type == "volume" and self.source and is_host_path(self.source):
+            raise ValueError(
+                f"source {self.source!r} is a path: use type bind for a host directory"
+            )
+        return self
+
+
+def is_host_path(source: str) -> bool:
+    """Compose's rule for the short syntax: a path, not a volume's key."""
+    return source.startswith(("/", ".", "~"))
+
+
+def _short_volume(text: str) -> dict[str, Any]:
+    """`[SOURCE:]TARGET[:MODE]` to the long syntax; MODE is `ro`, `rw`, `nocopy` or
+    several of them joined by commas."""
+    parts = text.split(":")
+    if len(parts) == 1:
+        return {"type": "volume", "target": text}  # anonymous
+    if len(parts) > 3 or not parts[0]:
+        raise ValueError(f"invalid volume {text!r}: expected [SOURCE:]TARGET[:ro|rw]")
+    source, target, *modes = parts
+    kind = "bind" if is_host_path(source) else "volume"
+    long: dict[str, Any] = {"type": kind, "source": source, "target": target}
+    if kind == "bind":
+        long["bind"] = {"create_host_path": True}
+    for mode in modes[0].split(",") if modes else []:
+        if mode in ("ro", "rw"):
+            long["read_only"] = mode == "ro"
+        elif mode == "nocopy" and kind == "volume":
+            long["volume"] = {"nocopy": True}
+        else:
+            raise ValueError(
+                f"invalid volume {text!r}: unknown mode {mode!r} (use ro, rw; nocopy for a volume)"
+            )
+    return long
+
+
+def _short_tmpfs(item: Any) -> dict[str, Any]:
+    """`TARGET[:size=64m,mode=1777,ro]`, read as `hypr run --tmpfs` reads it, to the long
+    syntax."""
+    if not isinstance(item, str):
+        raise ValueError("expected a path such as /run or /run:size=64m")
+    target, _, options = item.partition(":")
+    spec = _shared(lambda _: parse_tmpfs(target, options), item)
+    return {
+        "type": "tmpfs",
+        "target": spec.target,
+        "read_only": spec.read_only,
+        "tmpfs": {"size": spec.tmpfs_size or None, "mode": spec.tmpfs_mode},
+    }
+
+
+def _file_mode(value: Any) -> int:
+    """An int as YAML read it (`01777` is octal there), or octal digits as a string."""
+    try:
+        mode = value if isinstance(value, int) and not isinstance(value, bool) else int(value, 8)
+    except (TypeError, ValueError):
+        raise ValueError(f"invalid mode {value!r} (octal, e.g. 1777)") from None
+    if not 0 <= mode <= 0o7777:
+        raise ValueError(f"invalid mode {value!r} (octal, e.g. 1777)")
+    return mode
+
+
 class Service(ComposeModel):
     image: str
     command: list[str] | None = None
@@ -153,6 +280,10 @@ class Service(ComposeModel):
     deploy: Deploy = Field(default_factory=Deploy)
     labels: dict[str, str] = Field(default_factory=dict)
     pull_policy: PullPolicy = "missing"
+    volumes: list[ServiceVolume] = Field(default_factory=list)
+    tmpfs: list[Annotated[ServiceVolume, BeforeValidator(_short_tmpfs)]] = Field(
+        default_factory=list
+    )
 
     @field_validator("pull_policy", mode="before")
     @classmethod
@@ -209,12 +340,21 @@ class Service(ComposeModel):
         items = [value] if isinstance(value, str | dict) else value
         return [{"path": item} if isinstance(item, str) else item for item in items]
 
-    @field_validator("ports", mode="before")
+    @field_validator("ports", "volumes", mode="before")
     @classmethod
-    def _ports(cls, value: Any) -> list[Any]:
+    def _list(cls, value: Any) -> list[Any]:
         if not isinstance(value, list):
             raise ValueError("expected a list")
         return value
+
+    @field_validator("tmpfs", mode="before")
+    @classmethod
+    def _tmpfs(cls, value: Any) -> list[Any]:
+        """`tmpfs: /run` or a list of `TARGET[:size=...,mode=...]`, as `--tmpfs` takes."""
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise ValueError("expected a path or a list of paths")
+        return items
 
     @field_validator("networks", "depends_on", mode="before")
     @classmethod
@@ -276,16 +416,64 @@ class Network(ComposeModel):
         return self
 
 
+class Volume(ComposeModel):
+    driver: str = "local"
+    driver_opts: dict[str, str] = Field(default_factory=dict)
+    external: bool = False
+    name: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_external(cls, value: Any) -> Any:
+        """The old `external: {name: x}` is `external: true, name: x`."""
+        if isinstance(value, dict) and isinstance(value.get("external"), dict):
+            value = {**value, "external": True, "name": value["external"].get("name")}
+        return value
+
+    @field_validator("driver")
+    @classmethod
+    def _driver(cls, value: str) -> str:
+        if value != "local":
+            raise ValueError(f"volume driver {value!r} is not supported (use local)")
+        return value
+
+    @field_validator("driver_opts", mode="before")
+    @classmethod
+    def _driver_opts(cls, value: Any) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise ValueError("expected a mapping")
+        return {str(k): _scalar(v) for k, v in value.items()}
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> dict[str, str]:
+        return Service._labels(value)
+
+    @model_validator(mode="after")
+    def _external_alone(self) -> Volume:
+        """An external volume exists already: hypr would make nothing of these keys."""
+        if self.external:
+            for key in ("driver", "driver_opts", "labels"):
+                if key in self.model_fields_set:
+                    raise ValueError(f"an external volume takes no {key}")
+        return self
+
+
 class ComposeFile(ComposeModel):
     name: str | None = None
     services: dict[str, Service]
     networks: dict[str, Network] = Field(default_factory=dict)
+    volumes: dict[str, Volume] = Field(default_factory=dict)
 
-    @field_validator("networks", mode="before")
+    @field_validator("networks", "volumes", mode="before")
     @classmethod
-    def _networks(cls, value: Any) -> dict[str, Any]:
+    def _declarations(cls, value: Any) -> dict[str, Any]:
+        """`key:` alone (null) declares it with every default."""
         if value is None:
             return {}
+        if not isinstance(value, dict):
+            raise ValueError("expected a mapping")
         return {str(k): v or {} for k, v in value.items()}
 
 

@@ -1,16 +1,20 @@
 """A compose file turned into a normalised project: names resolved, order computed.
 
 The CLI finds the file, reads `.env` and `env_file`s and interpolates with its own
-environment (only it has them); the daemon validates and normalises the result with the
-same code, so API users get the same checks.
+environment (only it has them), and sends the file's directory and its user's home along
+(`HostPaths`: relative bind paths and `~` mean them); the daemon validates and normalises
+the result with the same code, so API users get the same checks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import posixpath
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from ipaddress import ip_address, ip_network
@@ -21,8 +25,18 @@ import yaml
 from pydantic import ValidationError
 
 from hypr.compose.interpolate import interpolate, read_env_file
-from hypr.compose.model import ComposeFile, Network, Service, ServiceNetwork, unknown_keys
+from hypr.compose.model import (
+    ComposeFile,
+    Network,
+    Service,
+    ServiceNetwork,
+    ServiceVolume,
+    unknown_keys,
+)
 from hypr.errors import InvalidArgument
+from hypr.state.vms import MountSpec, MountType
+from hypr.volumes.mounts import check_unique_targets, mount_spec
+from hypr.volumes.names import check_volume_name
 
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 PROJECT_LABEL = "com.docker.compose.project"
@@ -30,6 +44,7 @@ SERVICE_LABEL = "com.docker.compose.service"
 NUMBER_LABEL = "com.docker.compose.container-number"
 HASH_LABEL = "com.docker.compose.config-hash"
 NETWORK_LABEL = "com.docker.compose.network"
+VOLUME_LABEL = "com.docker.compose.volume"
 DEFAULT_NETWORK = "default"
 # Keys that would silently change what a service can do if ignored.
 UNSAFE_SERVICE_KEYS = (
@@ -53,6 +68,60 @@ class NetworkPlan:
     subnet: str | None
     gateway: str | None
     labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class VolumePlan:
+    key: str  # the name in the file
+    name: str  # the hypr volume's name
+    external: bool
+    labels: dict[str, str]
+    options: dict[str, str]  # driver_opts, a relative `device` made absolute
+
+
+@dataclass(frozen=True)
+class MountPlan:
+    """One mount of a service as `hypr run --mount` takes it: volume keys turned into
+    volume names, host paths absolute."""
+
+    type: MountType
+    source: str | None  # a volume's name (None: a new anonymous one) or a host path
+    target: str
+    read_only: bool = False
+    nocopy: bool = False
+    tmpfs_size: int | None = None  # bytes
+    tmpfs_mode: int | None = None
+    create_host_path: bool = False  # bind: the CLI makes a missing source directory
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    """What a compose file's relative paths are relative to: its directory, and for `~`
+    the home of whoever ran `hypr compose`. Both come from the CLI: hyprd runs as root,
+    maybe from elsewhere, and knows neither."""
+
+    project_dir: str | None = None
+    home: str | None = None
+
+    def __post_init__(self) -> None:
+        for what, path in (("project directory", self.project_dir), ("home", self.home)):
+            if path is not None and not path.startswith("/"):
+                raise InvalidArgument(f"the {what} {path!r} must be an absolute path")
+
+    def resolve(self, path: str) -> str:
+        """An absolute, normalised host path (whether it exists is the daemon's to say)."""
+        if path.startswith("~"):
+            head, _, rest = path.partition("/")
+            if head != "~":
+                raise InvalidArgument(f"{path}: only ~ (your own home) is supported")
+            base, what = self.home, "your home directory"
+        elif path.startswith("/"):
+            base, rest, what = "/", path, ""
+        else:
+            base, rest, what = self.project_dir, path, "the project directory"
+        if base is None:
+            raise InvalidArgument(f"the relative path {path!r} needs {what}, which is unknown")
+        return posixpath.normpath(posixpath.join(base, rest))
 
 
 @dataclass(frozen=True)
@@ -80,12 +149,15 @@ class ServicePlan:
     memory_mib: int
     labels: dict[str, str]
     pull_policy: str = "missing"  # the CLI pulls by it before `up`; no part of the VM
+    mounts: list[MountPlan] = field(default_factory=list)
 
     @property
     def config_hash(self) -> str:
         """What `up` compares to decide whether a running VM still matches the file."""
         data = asdict(self)
         del data["pull_policy"]
+        if not self.mounts:
+            del data["mounts"]  # so that stacks made before volumes keep their hash
         data["labels"] = {k: v for k, v in self.labels.items() if k != HASH_LABEL}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -95,10 +167,12 @@ class Project:
     name: str
     services: list[ServicePlan]  # in dependency order
     networks: list[NetworkPlan]
+    volumes: list[VolumePlan] = field(default_factory=list)  # those the services mount
     warnings: list[str] = field(default_factory=list)
     # The interpolated document it was loaded from: what the daemon keeps to finish an
     # interrupted `up` (load_project of it gives this project again).
     document: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    paths: HostPaths = field(default_factory=HostPaths)  # what it was loaded with, too
 
     def service(self, name: str) -> ServicePlan:
         for service in self.services:
@@ -107,11 +181,23 @@ class Project:
         raise InvalidArgument(f"no such service: {name}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "name": self.name,
             "services": {s.name: _service_dict(s) for s in self.services},
-            "networks": {n.key: _network_dict(n) for n in self.networks},
+            "networks": {n.key: _plan_dict(n) for n in self.networks},
         }
+        if self.volumes:
+            data["volumes"] = {v.key: _plan_dict(v) for v in self.volumes}
+        return data
+
+    def host_paths_to_create(self) -> list[str]:
+        """Bind sources compose makes a directory when nothing is there."""
+        return [
+            m.source
+            for s in self.services
+            for m in s.mounts
+            if m.create_host_path and m.source is not None
+        ]
 
 
 def find_compose_file(path: str | None, cwd: Path) -> Path:
@@ -174,8 +260,10 @@ def _merged_env_files(base: Path, name: str, service: dict[str, Any]) -> dict[st
     return {**merged, **own}
 
 
-def load_project(document: dict[str, Any], name: str) -> Project:
-    """Validate and normalise an interpolated compose document."""
+def load_project(document: dict[str, Any], name: str, paths: HostPaths | None = None) -> Project:
+    """Validate and normalise an interpolated compose document; `paths` resolves relative
+    bind sources (without it, they are refused)."""
+    paths = paths or HostPaths()
     services = document.get("services")
     if not isinstance(services, dict) or not services:
         raise InvalidArgument("services: a compose file needs at least one service")
@@ -197,19 +285,26 @@ def load_project(document: dict[str, Any], name: str) -> Project:
     ]
     networks = _plan_networks(model, name)
     by_key = {n.key: n for n in networks}
-    plans = {s: _plan_service(s, svc, name, by_key) for s, svc in model.services.items()}
+    volumes = _plan_volumes(model, name, paths)
+    plans = {
+        s: _plan_service(s, svc, name, by_key, _plan_mounts(s, svc, volumes, paths))
+        for s, svc in model.services.items()
+    }
     for plan in plans.values():
         for dep in plan.depends_on:
             if dep not in plans:
                 raise InvalidArgument(f"services.{plan.name}.depends_on: undefined service {dep!r}")
     order = dependency_order({s: list(p.depends_on) for s, p in plans.items()})
     used = {a.network for p in plans.values() for a in p.networks}
+    mounted = {m.source for p in plans.values() for m in p.mounts if m.type == "volume"}
     return Project(
         name=name,
         services=[plans[s] for s in order],
         networks=[n for n in networks if n.name in used or n.key != DEFAULT_NETWORK],
+        volumes=[v for v in volumes.values() if v.name in mounted],
         warnings=warnings,
         document=document,
+        paths=paths,
     )
 
 
@@ -255,8 +350,90 @@ def _plan_networks(model: ComposeFile, project: str) -> list[NetworkPlan]:
     return plans
 
 
+def _plan_volumes(model: ComposeFile, project: str, paths: HostPaths) -> dict[str, VolumePlan]:
+    """Compose's names: `<project>_<key>`, or `name:`; an external one is `name:` or its
+    key, and gets no labels (hypr does not make it)."""
+    plans = {}
+    for key, vol in model.volumes.items():
+        name = vol.name or (key if vol.external else f"{project}_{key}")
+        with _located(f"volumes.{key}"):
+            check_volume_name(name)
+        options = dict(vol.driver_opts)
+        if "device" in options and "bind" in options.get("o", "").split(","):
+            with _located(f"volumes.{key}.driver_opts.device"):
+                options["device"] = paths.resolve(options["device"])
+        labels = {} if vol.external else {**vol.labels, PROJECT_LABEL: project, VOLUME_LABEL: key}
+        plans[key] = VolumePlan(key, name, vol.external, labels, options)
+    return plans
+
+
+def _plan_mounts(
+    name: str, svc: Service, volumes: dict[str, VolumePlan], paths: HostPaths
+) -> list[MountPlan]:
+    entries = [(f"services.{name}.volumes[{i}]", v) for i, v in enumerate(svc.volumes)]
+    entries += [(f"services.{name}.tmpfs[{i}]", v) for i, v in enumerate(svc.tmpfs)]
+    mounts = [_mount(vol, where, volumes, paths) for where, vol in entries]
+    with _located(f"services.{name}"):
+        check_unique_targets(_checked(m) for m in mounts)
+    return mounts
+
+
+def _mount(
+    vol: ServiceVolume, where: str, volumes: dict[str, VolumePlan], paths: HostPaths
+) -> MountPlan:
+    source = vol.source
+    if vol.type == "volume" and source is not None:
+        if source not in volumes:
+            raise InvalidArgument(
+                f"{where}: undefined volume {source!r} (declare it under the top-level volumes:)"
+            )
+        source = volumes[source].name
+    elif vol.type == "bind" and source is not None:
+        with _located(where):
+            source = paths.resolve(source)
+    mount = MountPlan(
+        type=vol.type,
+        source=source,
+        target=vol.target,
+        read_only=vol.read_only,
+        nocopy=bool(vol.volume and vol.volume.nocopy),
+        tmpfs_size=vol.tmpfs.size if vol.tmpfs else None,
+        tmpfs_mode=vol.tmpfs.mode if vol.tmpfs else None,
+        create_host_path=bool(vol.bind and vol.bind.create_host_path),
+    )
+    with _located(where):
+        _checked(mount)
+    return mount
+
+
+def _checked(mount: MountPlan) -> MountSpec:
+    """The mount as `hypr run --mount` would take it, by the same checks."""
+    return mount_spec(
+        mount.type,
+        mount.source,
+        mount.target,
+        mount.read_only,
+        mount.nocopy,
+        mount.tmpfs_size,
+        mount.tmpfs_mode,
+    )
+
+
+@contextlib.contextmanager
+def _located(where: str) -> Iterator[None]:
+    """Prefix a shared check's one-line error with the key it is about."""
+    try:
+        yield
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{where}: {exc.message}") from None
+
+
 def _plan_service(
-    name: str, svc: Service, project: str, networks: dict[str, NetworkPlan]
+    name: str,
+    svc: Service,
+    project: str,
+    networks: dict[str, NetworkPlan],
+    mounts: list[MountPlan],
 ) -> ServicePlan:
     attachments = []
     requested: dict[str, ServiceNetwork | None] = dict(svc.networks) or {DEFAULT_NETWORK: None}
@@ -303,18 +480,30 @@ def _plan_service(
         memory_mib=memory,
         labels=labels,
         pull_policy=svc.pull_policy,
+        mounts=mounts,
     )
 
 
 def _service_dict(s: ServicePlan) -> dict[str, Any]:
-    data = {k: v for k, v in asdict(s).items() if v not in (None, [], {})}
+    data = {k: v for k, v in asdict(s).items() if v not in (None, [], {}) and k != "mounts"}
     data["networks"] = {
         a.network: {k: v for k, v in asdict(a).items() if k != "network" and v} for a in s.networks
     }
+    if s.mounts:
+        data["volumes"] = [_mount_dict(m) for m in s.mounts]
     return data
 
 
-def _network_dict(n: NetworkPlan) -> dict[str, Any]:
+def _mount_dict(m: MountPlan) -> dict[str, Any]:
+    """What is set, a tmpfs mode in octal as it is written."""
+    data = {k: v for k, v in asdict(m).items() if v}
+    if m.tmpfs_mode is not None:
+        data["tmpfs_mode"] = f"{m.tmpfs_mode:o}"
+    return data
+
+
+def _plan_dict(n: NetworkPlan | VolumePlan) -> dict[str, Any]:
+    """A network's or volume's plan as `config` shows it: its name, what is set."""
     return {k: v for k, v in asdict(n).items() if k != "key" and v not in (None, [], {})}
 
 

@@ -1,10 +1,11 @@
 """Stacks: a compose project deployed by the daemon, so it outlives the CLI that asked.
 
-A stack has no table of its own: its networks and VMs carry Docker Compose's labels
-(`com.docker.compose.project`, `.service`, `.config-hash`), and everything about it is
-derived from them. `up` creates networks first, then boots services as soon as the
-conditions they depend on hold (independent services boot in parallel), and undoes what it
-created if a step fails; `down` removes VMs in reverse dependency order, then networks.
+A stack has no table of its own: its networks, volumes and VMs carry Docker Compose's
+labels (`com.docker.compose.project`, `.service`, `.config-hash`), and everything about it
+is derived from them. `up` creates networks and volumes first, then boots services as soon
+as the conditions they depend on hold (independent services boot in parallel), and undoes
+what it created if a step fails; `down` removes VMs in reverse dependency order, then
+networks, and with `volumes` the stack's volumes (named ones outlive a plain `down`).
 
 Both record their intent in `stack_ops` before changing anything and clear it at the end:
 a daemon killed in between finds the row at its next start and runs the operation again,
@@ -25,15 +26,17 @@ from hypr.compose.project import (
     HASH_LABEL,
     PROJECT_LABEL,
     SERVICE_LABEL,
+    HostPaths,
     NetworkPlan,
     Project,
     ServicePlan,
+    VolumePlan,
     load_project,
 )
 from hypr.daemon.health import HealthMonitor
-from hypr.daemon.requests import NetworkAttachment, RunRequest
+from hypr.daemon.requests import MountRequest, NetworkAttachment, RunRequest
 from hypr.daemon.vms import VmManager
-from hypr.errors import Conflict, HyprError, InvalidArgument
+from hypr.errors import Conflict, HyprError, InvalidArgument, NotFound
 from hypr.network.manager import NetworkManager, NetworkRequest, parse_subnet
 from hypr.state.networks import NetworkRecord
 from hypr.state.stacks import StackOp, StackOpRepository
@@ -45,6 +48,7 @@ ORDER_LABEL = "com.hypr.compose.order"
 Emit = Callable[[dict[str, Any]], None]
 
 UP_NETWORK = faults.register("compose.up.network", "up: a network created")
+UP_VOLUME = faults.register("compose.up.volume", "up: a volume created")
 UP_CREATED = faults.register("compose.up.created", "up: a service's VM created, not started")
 UP_STARTED = faults.register("compose.up.started", "up: a service's VM started")
 DOWN_REMOVED = faults.register("compose.down.removed", "down: a service's VM removed")
@@ -56,6 +60,7 @@ class StackManager:
     def __init__(self, vms: VmManager, networks: NetworkManager, ops: StackOpRepository) -> None:
         self.vms = vms
         self.networks = networks
+        self.volumes = vms.volumes  # the VMs' own volume service: one store for both
         self.ops = ops
         self._resuming: set[asyncio.Task[None]] = set()
         self.health = HealthMonitor(vms)
@@ -69,6 +74,11 @@ class StackManager:
 
     def stack_networks(self, project: str) -> list[NetworkRecord]:
         return [n for n in self.networks.all() if n.labels.get(PROJECT_LABEL) == project]
+
+    def stack_volumes(self, project: str) -> list[str]:
+        """The volumes labelled as the stack's: those its `up` made (never an external
+        one, which carries no label of it), which `down -v` removes."""
+        return [v.name for v in self.volumes.all() if v.labels.get(PROJECT_LABEL) == project]
 
     def projects(self) -> list[str]:
         names = {vm.spec.labels.get(PROJECT_LABEL) for vm in self.vms.all()}
@@ -85,20 +95,31 @@ class StackManager:
             for warning in project.warnings:
                 emit({"warning": warning})
             self._precheck(project)
-            args = {"document": project.document, "remove_orphans": remove_orphans}
+            args = {
+                "document": project.document,
+                "remove_orphans": remove_orphans,
+                "project_dir": project.paths.project_dir,
+                "home": project.paths.home,
+            }
             self.ops.begin(project.name, "up", args)
             created_networks: list[str] = []
+            created_volumes: list[str] = []
             created_vms: list[str] = []
             try:
                 for plan in project.networks:
                     if await self._ensure_network(plan, emit):
                         created_networks.append(plan.name)
                         self._reached(project.name, f"network {plan.name} created", UP_NETWORK)
+                for volume in project.volumes:
+                    if self._ensure_volume(volume, project.name, emit):
+                        created_volumes.append(volume.name)
+                        self._reached(project.name, f"volume {volume.name} created", UP_VOLUME)
                 await self._deploy_services(project, emit, created_vms)
                 await self._orphans(project, remove_orphans, emit)
             except BaseException as exc:
-                emit({"error": _message(exc), "rolling_back": created_vms + created_networks})
-                await self._rollback(created_vms, created_networks, emit)
+                made = created_vms + created_networks + created_volumes
+                emit({"error": _message(exc), "rolling_back": made})
+                await self._rollback(created_vms, created_networks, created_volumes, emit)
                 raise
             finally:
                 self.ops.finish(project.name)
@@ -128,10 +149,12 @@ class StackManager:
 
         try:
             if op.op == "up":
-                project = load_project(op.args["document"], op.project)
+                paths = HostPaths(op.args.get("project_dir"), op.args.get("home"))
+                project = load_project(op.args["document"], op.project, paths)
                 await self.up(project, op.args["remove_orphans"], emit)
             else:
-                await self.down(op.project, op.args["services"], op.args["remove_orphans"], emit)
+                services, orphans = op.args["services"], op.args["remove_orphans"]
+                await self.down(op.project, services, orphans, op.args.get("volumes", False), emit)
         except Exception as exc:
             log.error("could not finish the %s of stack %s: %s", op.op, op.project, _message(exc))
             self.ops.finish(op.project)
@@ -140,6 +163,7 @@ class StackManager:
         """Refuse what would fail half-way, before anything is created."""
         for service in project.services:
             self.vms.images.get(service.image)
+        self._precheck_volumes(project.volumes)
         own = {n.name for n in self.stack_networks(project.name)}
         for plan in project.networks:
             existing = self.networks.repo.find(plan.name)
@@ -162,6 +186,14 @@ class StackManager:
                             + (f" of stack {owner}" if owner else "")
                         )
 
+    def _precheck_volumes(self, volumes: list[VolumePlan]) -> None:
+        for volume in volumes:
+            if volume.external:
+                try:
+                    self.volumes.get(volume.name)
+                except NotFound:
+                    raise InvalidArgument(f"external volume {volume.name} not found") from None
+
     async def _ensure_network(self, plan: NetworkPlan, emit: Emit) -> bool:
         if self.networks.repo.find(plan.name) is not None:
             return False
@@ -176,6 +208,28 @@ class StackManager:
         )
         emit({"network": plan.name, "status": "Created"})
         return True
+
+    def _ensure_volume(self, plan: VolumePlan, project: str, emit: Emit) -> bool:
+        """Make a stack's volume unless it exists (an existing one is used as it is, as
+        compose does, with a warning if it is not this stack's); True if it was made."""
+        if plan.external:
+            return False
+        try:
+            existing = self.volumes.get(plan.name)
+        except NotFound:
+            self.volumes.create(plan.name, plan.labels, plan.options, stack=project)
+            emit({"volume": plan.name, "status": "Created"})
+            return True
+        owner = existing.labels.get(PROJECT_LABEL)
+        if owner != project:
+            made = f"was made for stack {owner}" if owner else "was not made by compose"
+            emit(
+                {
+                    "warning": f"volume {plan.name} already exists and {made}; "
+                    "use external: true to use an existing volume"
+                }
+            )
+        return False
 
     async def _deploy_services(self, project: Project, emit: Emit, created: list[str]) -> None:
         existing = {vm.spec.labels.get(SERVICE_LABEL): vm for vm in self.stack_vms(project.name)}
@@ -225,7 +279,9 @@ class StackManager:
                 self.health.watch(vm, service)
                 return vm
             emit({"vm": current.name, "status": "Recreate"})
-            await self.vms.remove(current.id, force=True)
+            # Its anonymous volumes go with it (compose's --renew-anon-volumes): the new
+            # VM gets new ones, and the old ones would be left to nobody.
+            await self.vms.remove(current.id, force=True, volumes=True)
         request = _run_request(index, service, wanted)
         emit({"vm": service.vm_name, "status": "Creating"})
         record = self.vms.create(request)
@@ -273,44 +329,63 @@ class StackManager:
                     }
                 )
 
-    async def _rollback(self, vm_ids: list[str], networks: list[str], emit: Emit) -> None:
+    async def _rollback(
+        self, vm_ids: list[str], networks: list[str], volumes: list[str], emit: Emit
+    ) -> None:
+        """Remove what this `up` made: VMs with their anonymous volumes, networks, and
+        the volumes it made (new, so only this attempt wrote to them)."""
         for vm_id in reversed(vm_ids):
             with contextlib.suppress(HyprError):
-                await self.vms.remove(vm_id, force=True)
+                await self.vms.remove(vm_id, force=True, volumes=True)
                 emit({"vm": vm_id[:12], "status": "Removed"})
         for name in reversed(networks):
             with contextlib.suppress(HyprError):
                 await self.networks.remove(name, force=True)
                 emit({"network": name, "status": "Removed"})
+        for name in reversed(volumes):
+            with contextlib.suppress(HyprError):
+                self.volumes.remove(name)
+                emit({"volume": name, "status": "Removed"})
 
     # --- down ----------------------------------------------------------------------------
 
     async def down(
-        self, project: str, services: list[str] | None, remove_orphans: bool, emit: Emit
+        self,
+        project: str,
+        services: list[str] | None,
+        remove_orphans: bool,
+        volumes: bool,
+        emit: Emit,
     ) -> None:
         """Remove the stack's VMs (those of `services`, all with `remove_orphans` or when
-        the file is unknown), then its networks that no remaining VM uses."""
+        the file is unknown), then its networks that no remaining VM uses; with `volumes`
+        also the VMs' anonymous volumes and the volumes `up` made for the stack."""
         async with self._locks.setdefault(project, asyncio.Lock()):
-            self.ops.begin(
-                project, "down", {"services": services, "remove_orphans": remove_orphans}
-            )
+            args = {"services": services, "remove_orphans": remove_orphans, "volumes": volumes}
+            self.ops.begin(project, "down", args)
             try:
-                await self._down(project, services, remove_orphans, emit)
+                await self._down(project, services, remove_orphans, volumes, emit)
             finally:
                 self.ops.finish(project)
 
     async def _down(
-        self, project: str, services: list[str] | None, remove_orphans: bool, emit: Emit
+        self,
+        project: str,
+        services: list[str] | None,
+        remove_orphans: bool,
+        volumes: bool,
+        emit: Emit,
     ) -> None:
         vms = self.stack_vms(project)
         nets = self.stack_networks(project)
-        if not vms and not nets:
+        own_volumes = self.stack_volumes(project) if volumes else []
+        if not vms and not nets and not own_volumes:
             emit({"warning": f"stack {project} has nothing to remove"})
         kept = []
         for vm in reversed(vms):
             service = vm.spec.labels.get(SERVICE_LABEL)
             if services is None or remove_orphans or service in services:
-                await self._remove_vm(vm, emit)
+                await self._remove_vm(vm, emit, volumes)
                 self._reached(project, f"service {service} removed", DOWN_REMOVED)
             else:
                 kept.append(vm)
@@ -325,13 +400,21 @@ class StackManager:
             if net.id not in used:
                 await self.networks.remove(net.id)
                 emit({"network": net.name, "status": "Removed"})
+        for name in own_volumes:
+            try:
+                self.volumes.remove(name)
+            except Conflict as exc:  # a VM kept above (an orphan) still mounts it
+                emit({"warning": f"{exc.message}; kept"})
+                continue
+            emit({"volume": name, "status": "Removed"})
 
-    async def _remove_vm(self, vm: VmRecord, emit: Emit) -> None:
+    async def _remove_vm(self, vm: VmRecord, emit: Emit, volumes: bool = False) -> None:
+        """Stop and remove a VM; with `volumes`, its anonymous volumes too (`rm -v`)."""
         if vm.state in ("starting", "running", "stopping"):
             await self.vms.stop(vm.id, grace=10)
             emit({"vm": vm.name, "status": "Stopped"})
         self.health.forget(vm.id)
-        await self.vms.remove(vm.id, force=True)
+        await self.vms.remove(vm.id, force=True, volumes=volumes)
         emit({"vm": vm.name, "status": "Removed"})
 
 
@@ -353,6 +436,18 @@ def _run_request(index: int, service: ServicePlan, config_hash: str) -> RunReque
         labels={**service.labels, HASH_LABEL: config_hash, ORDER_LABEL: str(index)},
         hostname=service.hostname,
         ports=list(service.ports),
+        mounts=[
+            MountRequest(
+                type=m.type,
+                source=m.source,
+                target=m.target,
+                read_only=m.read_only,
+                nocopy=m.nocopy,
+                tmpfs_size=m.tmpfs_size,
+                tmpfs_mode=m.tmpfs_mode,
+            )
+            for m in service.mounts
+        ],
     )
 
 
