@@ -41,7 +41,7 @@ while [ $# -gt 0 ]; do
     shift 3
 done
 mount -o remount,bind,ro "$root"
-exec "$bin" --socket-path="$sock" -o source="$root" -o cache=auto -o log_level=warn \
+exec "$bin" --socket-path="$sock" -o source="$root" -o cache=none -o log_level=warn \
     -o no_posix_lock -o no_flock
 """
 
