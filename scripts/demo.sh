@@ -56,6 +56,14 @@ step $HYPR ps -a
 step $HYPR rm web api db
 step $HYPR network rm frontend backend
 
+echo "(volumes: data that outlives its VM, and a host directory the VM sees at once:)"
+mkdir -p "$WORK/site" && echo "edited on the host" > "$WORK/site/note.txt"
+step $HYPR volume create notes
+step $HYPR run --rm -v notes:/data busybox sh -c 'echo written by the first VM > /data/log'
+step $HYPR run --rm -v notes:/data:ro -v "$WORK/site:/site" busybox cat /data/log /site/note.txt
+step $HYPR volume inspect notes
+step $HYPR volume rm notes
+
 cat > "$WORK/compose.yaml" <<'YAML'
 services:
   web:

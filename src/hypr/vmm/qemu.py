@@ -21,7 +21,7 @@ from pathlib import Path
 
 from hypr import faults
 from hypr.errors import InvalidArgument
-from hypr.process import wait_exit
+from hypr.process import command_lines, wait_exit
 from hypr.vmm import virtiofs
 from hypr.vmm.adapter import SHARES_TAG, Accel, CommandSpec, VmConfig, VmHandle
 from hypr.vmm.cmdline import kernel_cmdline
@@ -233,18 +233,12 @@ class QemuAdapter:
         database says (a daemon killed between spawn and recording the pid forgot it)."""
         marker = f"path={root}/".encode()
         found: dict[str, int] = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
+        for pid, argv in command_lines():
             if not any(marker in arg for arg in argv) or b"-name" not in argv:
                 continue
             name = argv[argv.index(b"-name") + 1].decode(errors="replace")
             if name.startswith("hypr-"):
-                found[name.removeprefix("hypr-").split(",")[0]] = int(entry.name)
+                found[name.removeprefix("hypr-").split(",")[0]] = pid
         return found
 
     async def stop_orphans(self, root: Path, keep: set[Path]) -> None:

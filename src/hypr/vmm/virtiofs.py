@@ -21,7 +21,7 @@ import signal
 import time
 from pathlib import Path
 
-from hypr.process import wait_exit
+from hypr.process import command_lines, wait_exit
 from hypr.vmm.adapter import SharedDir
 
 VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
@@ -135,17 +135,11 @@ class VirtiofsDaemons:
         sandbox forks, so there may be two)."""
         marker = f"--socket-path={root}/".encode()
         found: dict[str, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
+        for pid, argv in command_lines():
             for arg in argv:
                 if arg.startswith(marker) and arg.endswith(f"/{SOCKET}".encode()):
                     name = arg[len(marker) :].split(b"/")[0].decode()
-                    found.setdefault(name, []).append(int(entry.name))
+                    found.setdefault(name, []).append(pid)
         return found
 
     def _reaped(self, pid: int) -> bool:

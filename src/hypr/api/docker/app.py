@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -13,9 +12,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hypr import __version__
 from hypr.api.docker import system
 from hypr.api.docker.versions import API_VERSION, VERSION_KEY
-from hypr.api.errors import validation_message
+from hypr.api.errors import install_error_handlers
 from hypr.daemon.service import Daemon
-from hypr.errors import HyprError
 
 _PREFIX = re.compile(r"^/v(1\.\d+)(/.*)$")
 
@@ -42,13 +40,7 @@ def create_docker_app(daemon: Daemon) -> ASGIApp:
     app = FastAPI(title="hypr (Docker Engine API)", version=__version__, openapi_url=None)
     app.state.daemon = daemon
 
-    @app.exception_handler(HyprError)
-    async def _hypr_error(_: Request, exc: HyprError) -> JSONResponse:
-        return JSONResponse({"message": exc.message}, status_code=exc.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"message": validation_message(exc)}, status_code=400)
+    install_error_handlers(app)  # hypr's and Docker's error shape are the same
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
