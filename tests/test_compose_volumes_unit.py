@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from hypr.compose.project import HostPaths, MountPlan, Project, load_project
+from hypr.compose.project import HostPaths, Project, load_project
+from hypr.compose.volumes import MountPlan
 from hypr.errors import InvalidArgument
 from hypr.sandbox import BIN
+from hypr.volumes.mounts import IGNORED_BIND_OPTIONS, parse_volume_flag
 
 PATHS = HostPaths("/srv/shop", "/home/ann")
 
@@ -54,6 +56,21 @@ def test_short_syntax() -> None:
         "/srv/shop/conf", "/abs", "/home/ann/cache", "/home/ann", "/srv/shared"
     ]  # fmt: skip
     assert project.warnings == []
+
+
+@pytest.mark.parametrize("option", sorted(IGNORED_BIND_OPTIONS))
+def test_short_syntax_ignores_what_run_v_ignores(option: str) -> None:
+    # `z`, `Z` and the propagation modes mean nothing to a VM: `hypr run -v` accepts and
+    # ignores them, as Docker does, and so does compose's short syntax.
+    project = load(
+        [f"data:/db:{option}", f"data:/fresh:nocopy,{option}", f"./src:/app:{option},ro"]
+    )
+    assert mounts(project) == [
+        MountPlan("volume", "shop_data", "/db"),
+        MountPlan("volume", "shop_data", "/fresh", nocopy=True),
+        MountPlan("bind", "/srv/shop/src", "/app", read_only=True, create_host_path=True),
+    ]
+    assert parse_volume_flag(f"shop_data:/db:{option}") == parse_volume_flag("shop_data:/db")
 
 
 def test_long_syntax_and_tmpfs() -> None:

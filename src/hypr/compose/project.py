@@ -3,18 +3,18 @@
 The CLI finds the file, reads `.env` and `env_file`s and interpolates with its own
 environment (only it has them), and sends the file's directory and its user's home along
 (`HostPaths`: relative bind paths and `~` mean them); the daemon validates and normalises
-the result with the same code, so API users get the same checks.
+the result with the same code, so API users get the same checks: hypr.compose.model
+validates the document, hypr.compose.volumes plans its volumes and mounts, and this module
+plans the rest (networks, services and their order).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import posixpath
 import re
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from ipaddress import ip_address, ip_network
@@ -22,21 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from hypr.compose.interpolate import interpolate, read_env_file
-from hypr.compose.model import (
-    ComposeFile,
-    Network,
-    Service,
-    ServiceNetwork,
-    ServiceVolume,
-    unknown_keys,
-)
+from hypr.compose.model import ComposeFile, Network, Service, ServiceNetwork, validate_document
+from hypr.compose.volumes import MountPlan, VolumePlan, plan_mounts, plan_volumes
 from hypr.errors import InvalidArgument
-from hypr.state.vms import MountSpec, MountType
-from hypr.volumes.mounts import check_unique_targets, mount_spec
-from hypr.volumes.names import check_volume_name
 
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 PROJECT_LABEL = "com.docker.compose.project"
@@ -44,19 +34,7 @@ SERVICE_LABEL = "com.docker.compose.service"
 NUMBER_LABEL = "com.docker.compose.container-number"
 HASH_LABEL = "com.docker.compose.config-hash"
 NETWORK_LABEL = "com.docker.compose.network"
-VOLUME_LABEL = "com.docker.compose.volume"
 DEFAULT_NETWORK = "default"
-# Keys that would silently change what a service can do if ignored.
-UNSAFE_SERVICE_KEYS = (
-    "network_mode",
-    "privileged",
-    "pid",
-    "ipc",
-    "userns_mode",
-    "devices",
-    "cap_add",
-    "build",
-)
 
 
 @dataclass(frozen=True)
@@ -68,30 +46,6 @@ class NetworkPlan:
     subnet: str | None
     gateway: str | None
     labels: dict[str, str]
-
-
-@dataclass(frozen=True)
-class VolumePlan:
-    key: str  # the name in the file
-    name: str  # the hypr volume's name
-    external: bool
-    labels: dict[str, str]
-    options: dict[str, str]  # driver_opts, a relative `device` made absolute
-
-
-@dataclass(frozen=True)
-class MountPlan:
-    """One mount of a service as `hypr run --mount` takes it: volume keys turned into
-    volume names, host paths absolute."""
-
-    type: MountType
-    source: str | None  # a volume's name (None: a new anonymous one) or a host path
-    target: str
-    read_only: bool = False
-    nocopy: bool = False
-    tmpfs_size: int | None = None  # bytes
-    tmpfs_mode: int | None = None
-    create_host_path: bool = False  # bind: the CLI makes a missing source directory
 
 
 @dataclass(frozen=True)
@@ -264,30 +218,14 @@ def load_project(document: dict[str, Any], name: str, paths: HostPaths | None = 
     """Validate and normalise an interpolated compose document; `paths` resolves relative
     bind sources (without it, they are refused)."""
     paths = paths or HostPaths()
-    services = document.get("services")
-    if not isinstance(services, dict) or not services:
-        raise InvalidArgument("services: a compose file needs at least one service")
-    for service_name, service in services.items():
-        for key in UNSAFE_SERVICE_KEYS:
-            if isinstance(service, dict) and key in service:
-                raise InvalidArgument(
-                    f"services.{service_name}.{key}: cannot be honoured safely by hypr"
-                    + (" (build images first, then use image:)" if key == "build" else "")
-                )
-    try:
-        model = ComposeFile.model_validate(document)
-    except ValidationError as exc:
-        raise InvalidArgument(_first_error(exc)) from None
-    warnings = [
-        f"{key}: not supported by hypr yet, ignored"
-        for key in unknown_keys(model)
-        if key != "version"
-    ]
+    model, warnings = validate_document(document)
     networks = _plan_networks(model, name)
     by_key = {n.key: n for n in networks}
-    volumes = _plan_volumes(model, name, paths)
+    volumes = plan_volumes(model.volumes, name, {PROJECT_LABEL: name}, paths.resolve)
     plans = {
-        s: _plan_service(s, svc, name, by_key, _plan_mounts(s, svc, volumes, paths))
+        s: _plan_service(
+            s, svc, name, by_key, plan_mounts(s, svc.volumes, svc.tmpfs, volumes, paths.resolve)
+        )
         for s, svc in model.services.items()
     }
     for plan in plans.values():
@@ -348,84 +286,6 @@ def _plan_networks(model: ComposeFile, project: str) -> list[NetworkPlan]:
             )
         )
     return plans
-
-
-def _plan_volumes(model: ComposeFile, project: str, paths: HostPaths) -> dict[str, VolumePlan]:
-    """Compose's names: `<project>_<key>`, or `name:`; an external one is `name:` or its
-    key, and gets no labels (hypr does not make it)."""
-    plans = {}
-    for key, vol in model.volumes.items():
-        name = vol.name or (key if vol.external else f"{project}_{key}")
-        with _located(f"volumes.{key}"):
-            check_volume_name(name)
-        options = dict(vol.driver_opts)
-        if "device" in options and "bind" in options.get("o", "").split(","):
-            with _located(f"volumes.{key}.driver_opts.device"):
-                options["device"] = paths.resolve(options["device"])
-        labels = {} if vol.external else {**vol.labels, PROJECT_LABEL: project, VOLUME_LABEL: key}
-        plans[key] = VolumePlan(key, name, vol.external, labels, options)
-    return plans
-
-
-def _plan_mounts(
-    name: str, svc: Service, volumes: dict[str, VolumePlan], paths: HostPaths
-) -> list[MountPlan]:
-    entries = [(f"services.{name}.volumes[{i}]", v) for i, v in enumerate(svc.volumes)]
-    entries += [(f"services.{name}.tmpfs[{i}]", v) for i, v in enumerate(svc.tmpfs)]
-    mounts = [_mount(vol, where, volumes, paths) for where, vol in entries]
-    with _located(f"services.{name}"):
-        check_unique_targets(_checked(m) for m in mounts)
-    return mounts
-
-
-def _mount(
-    vol: ServiceVolume, where: str, volumes: dict[str, VolumePlan], paths: HostPaths
-) -> MountPlan:
-    source = vol.source
-    if vol.type == "volume" and source is not None:
-        if source not in volumes:
-            raise InvalidArgument(
-                f"{where}: undefined volume {source!r} (declare it under the top-level volumes:)"
-            )
-        source = volumes[source].name
-    elif vol.type == "bind" and source is not None:
-        with _located(where):
-            source = paths.resolve(source)
-    mount = MountPlan(
-        type=vol.type,
-        source=source,
-        target=vol.target,
-        read_only=vol.read_only,
-        nocopy=bool(vol.volume and vol.volume.nocopy),
-        tmpfs_size=vol.tmpfs.size if vol.tmpfs else None,
-        tmpfs_mode=vol.tmpfs.mode if vol.tmpfs else None,
-        create_host_path=bool(vol.bind and vol.bind.create_host_path),
-    )
-    with _located(where):
-        _checked(mount)
-    return mount
-
-
-def _checked(mount: MountPlan) -> MountSpec:
-    """The mount as `hypr run --mount` would take it, by the same checks."""
-    return mount_spec(
-        mount.type,
-        mount.source,
-        mount.target,
-        mount.read_only,
-        mount.nocopy,
-        mount.tmpfs_size,
-        mount.tmpfs_mode,
-    )
-
-
-@contextlib.contextmanager
-def _located(where: str) -> Iterator[None]:
-    """Prefix a shared check's one-line error with the key it is about."""
-    try:
-        yield
-    except InvalidArgument as exc:
-        raise InvalidArgument(f"{where}: {exc.message}") from None
 
 
 def _plan_service(
@@ -490,34 +350,10 @@ def _service_dict(s: ServicePlan) -> dict[str, Any]:
         a.network: {k: v for k, v in asdict(a).items() if k != "network" and v} for a in s.networks
     }
     if s.mounts:
-        data["volumes"] = [_mount_dict(m) for m in s.mounts]
-    return data
-
-
-def _mount_dict(m: MountPlan) -> dict[str, Any]:
-    """What is set, a tmpfs mode in octal as it is written."""
-    data = {k: v for k, v in asdict(m).items() if v}
-    if m.tmpfs_mode is not None:
-        data["tmpfs_mode"] = f"{m.tmpfs_mode:o}"
+        data["volumes"] = [m.to_dict() for m in s.mounts]
     return data
 
 
 def _plan_dict(n: NetworkPlan | VolumePlan) -> dict[str, Any]:
     """A network's or volume's plan as `config` shows it: its name, what is set."""
     return {k: v for k, v in asdict(n).items() if k != "key" and v not in (None, [], {})}
-
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    path = ""
-    for part in error["loc"]:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "missing":
-        message = "this key is required"
-    elif error["type"] == "extra_forbidden":
-        message = "unknown key"
-    return f"{path}: {message}"

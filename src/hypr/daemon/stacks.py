@@ -30,13 +30,13 @@ from hypr.compose.project import (
     NetworkPlan,
     Project,
     ServicePlan,
-    VolumePlan,
     load_project,
 )
 from hypr.daemon.health import HealthMonitor
-from hypr.daemon.requests import MountRequest, NetworkAttachment, RunRequest
+from hypr.daemon.requests import NetworkAttachment, RunRequest
+from hypr.daemon.stack_volumes import StackVolumes, mount_requests
 from hypr.daemon.vms import VmManager
-from hypr.errors import Conflict, HyprError, InvalidArgument, NotFound
+from hypr.errors import Conflict, HyprError, InvalidArgument
 from hypr.network.manager import NetworkManager, NetworkRequest, parse_subnet
 from hypr.state.networks import NetworkRecord
 from hypr.state.stacks import StackOp, StackOpRepository
@@ -60,7 +60,7 @@ class StackManager:
     def __init__(self, vms: VmManager, networks: NetworkManager, ops: StackOpRepository) -> None:
         self.vms = vms
         self.networks = networks
-        self.volumes = vms.volumes  # the VMs' own volume service: one store for both
+        self.volumes = StackVolumes(vms.volumes)
         self.ops = ops
         self._resuming: set[asyncio.Task[None]] = set()
         self.health = HealthMonitor(vms)
@@ -74,11 +74,6 @@ class StackManager:
 
     def stack_networks(self, project: str) -> list[NetworkRecord]:
         return [n for n in self.networks.all() if n.labels.get(PROJECT_LABEL) == project]
-
-    def stack_volumes(self, project: str) -> list[str]:
-        """The volumes labelled as the stack's: those its `up` made (never an external
-        one, which carries no label of it), which `down -v` removes."""
-        return [v.name for v in self.volumes.all() if v.labels.get(PROJECT_LABEL) == project]
 
     def projects(self) -> list[str]:
         names = {vm.spec.labels.get(PROJECT_LABEL) for vm in self.vms.all()}
@@ -111,7 +106,7 @@ class StackManager:
                         created_networks.append(plan.name)
                         self._reached(project.name, f"network {plan.name} created", UP_NETWORK)
                 for volume in project.volumes:
-                    if self._ensure_volume(volume, project.name, emit):
+                    if self.volumes.ensure(volume, project.name, emit):
                         created_volumes.append(volume.name)
                         self._reached(project.name, f"volume {volume.name} created", UP_VOLUME)
                 await self._deploy_services(project, emit, created_vms)
@@ -163,7 +158,7 @@ class StackManager:
         """Refuse what would fail half-way, before anything is created."""
         for service in project.services:
             self.vms.images.get(service.image)
-        self._precheck_volumes(project.volumes)
+        self.volumes.precheck(project.volumes)
         own = {n.name for n in self.stack_networks(project.name)}
         for plan in project.networks:
             existing = self.networks.repo.find(plan.name)
@@ -186,14 +181,6 @@ class StackManager:
                             + (f" of stack {owner}" if owner else "")
                         )
 
-    def _precheck_volumes(self, volumes: list[VolumePlan]) -> None:
-        for volume in volumes:
-            if volume.external:
-                try:
-                    self.volumes.get(volume.name)
-                except NotFound:
-                    raise InvalidArgument(f"external volume {volume.name} not found") from None
-
     async def _ensure_network(self, plan: NetworkPlan, emit: Emit) -> bool:
         if self.networks.repo.find(plan.name) is not None:
             return False
@@ -208,28 +195,6 @@ class StackManager:
         )
         emit({"network": plan.name, "status": "Created"})
         return True
-
-    def _ensure_volume(self, plan: VolumePlan, project: str, emit: Emit) -> bool:
-        """Make a stack's volume unless it exists (an existing one is used as it is, as
-        compose does, with a warning if it is not this stack's); True if it was made."""
-        if plan.external:
-            return False
-        try:
-            existing = self.volumes.get(plan.name)
-        except NotFound:
-            self.volumes.create(plan.name, plan.labels, plan.options, stack=project)
-            emit({"volume": plan.name, "status": "Created"})
-            return True
-        owner = existing.labels.get(PROJECT_LABEL)
-        if owner != project:
-            made = f"was made for stack {owner}" if owner else "was not made by compose"
-            emit(
-                {
-                    "warning": f"volume {plan.name} already exists and {made}; "
-                    "use external: true to use an existing volume"
-                }
-            )
-        return False
 
     async def _deploy_services(self, project: Project, emit: Emit, created: list[str]) -> None:
         existing = {vm.spec.labels.get(SERVICE_LABEL): vm for vm in self.stack_vms(project.name)}
@@ -321,13 +286,7 @@ class StackManager:
             if remove:
                 await self._remove_vm(vm, emit)
             else:
-                emit(
-                    {
-                        "warning": f"found orphan VM {vm.name} (service "
-                        f"{vm.spec.labels.get(SERVICE_LABEL)}); "
-                        "use --remove-orphans to remove it"
-                    }
-                )
+                emit(_orphan_warning(vm))
 
     async def _rollback(
         self, vm_ids: list[str], networks: list[str], volumes: list[str], emit: Emit
@@ -342,10 +301,7 @@ class StackManager:
             with contextlib.suppress(HyprError):
                 await self.networks.remove(name, force=True)
                 emit({"network": name, "status": "Removed"})
-        for name in reversed(volumes):
-            with contextlib.suppress(HyprError):
-                self.volumes.remove(name)
-                emit({"volume": name, "status": "Removed"})
+        self.volumes.rollback(volumes, emit)
 
     # --- down ----------------------------------------------------------------------------
 
@@ -378,7 +334,7 @@ class StackManager:
     ) -> None:
         vms = self.stack_vms(project)
         nets = self.stack_networks(project)
-        own_volumes = self.stack_volumes(project) if volumes else []
+        own_volumes = self.volumes.owned(project) if volumes else []
         if not vms and not nets and not own_volumes:
             emit({"warning": f"stack {project} has nothing to remove"})
         kept = []
@@ -389,24 +345,13 @@ class StackManager:
                 self._reached(project, f"service {service} removed", DOWN_REMOVED)
             else:
                 kept.append(vm)
-                emit(
-                    {
-                        "warning": f"found orphan VM {vm.name} (service {service}); "
-                        "use --remove-orphans to remove it"
-                    }
-                )
+                emit(_orphan_warning(vm))
         used = {nic.network_id for vm in kept for nic in vm.nics}
         for net in nets:
             if net.id not in used:
                 await self.networks.remove(net.id)
                 emit({"network": net.name, "status": "Removed"})
-        for name in own_volumes:
-            try:
-                self.volumes.remove(name)
-            except Conflict as exc:  # a VM kept above (an orphan) still mounts it
-                emit({"warning": f"{exc.message}; kept"})
-                continue
-            emit({"volume": name, "status": "Removed"})
+        self.volumes.remove(own_volumes, emit)
 
     async def _remove_vm(self, vm: VmRecord, emit: Emit, volumes: bool = False) -> None:
         """Stop and remove a VM; with `volumes`, its anonymous volumes too (`rm -v`)."""
@@ -436,19 +381,17 @@ def _run_request(index: int, service: ServicePlan, config_hash: str) -> RunReque
         labels={**service.labels, HASH_LABEL: config_hash, ORDER_LABEL: str(index)},
         hostname=service.hostname,
         ports=list(service.ports),
-        mounts=[
-            MountRequest(
-                type=m.type,
-                source=m.source,
-                target=m.target,
-                read_only=m.read_only,
-                nocopy=m.nocopy,
-                tmpfs_size=m.tmpfs_size,
-                tmpfs_mode=m.tmpfs_mode,
-            )
-            for m in service.mounts
-        ],
+        mounts=mount_requests(service.mounts),
     )
+
+
+def _orphan_warning(vm: VmRecord) -> dict[str, Any]:
+    """What `up` and `down` say of a VM of the stack that they leave alone."""
+    service = vm.spec.labels.get(SERVICE_LABEL)
+    return {
+        "warning": f"found orphan VM {vm.name} (service {service}); "
+        "use --remove-orphans to remove it"
+    }
 
 
 def _message(exc: BaseException) -> str:

@@ -16,8 +16,11 @@ from hypr.state.vms import MountSpec, MountType
 from hypr.units import parse_size
 from hypr.volumes.names import check_volume_name
 
-# SELinux relabelling and propagation modes mean nothing for a VM's virtio-fs folders.
-_IGNORED_BIND_OPTIONS = {"z", "Z", "private", "rprivate", "shared", "rshared", "slave", "rslave"}
+# SELinux relabelling and propagation modes mean nothing for a VM's virtio-fs folders:
+# `-v` and compose's short syntax accept them, as Docker does, and ignore them.
+IGNORED_BIND_OPTIONS = frozenset(
+    {"z", "Z", "private", "rprivate", "shared", "rshared", "slave", "rslave"}
+)
 _TMPFS_FLAGS = {"rw", "ro", "nosuid", "nodev", "noexec", "exec", "suid", "dev"}
 
 
@@ -64,7 +67,7 @@ def parse_volume_flag(text: str) -> MountSpec:
             read_only = option == "ro"
         elif option == "nocopy":
             nocopy = True
-        elif option not in _IGNORED_BIND_OPTIONS:
+        elif option not in IGNORED_BIND_OPTIONS:
             raise InvalidArgument(
                 f"invalid volume specification {text!r}: unknown option {option!r}"
             )
