@@ -15,7 +15,7 @@ APT_PACKAGES=(
     qemu-system-x86 busybox-static musl-tools cpio squashfs-tools e2fsprogs
     nftables python3-nftables dnsmasq-base dnsmasq-utils dnsutils iproute2 iputils-ping curl
     dnsperf iperf3 dpkg-dev lz4 binutils
-    squashfs-tools-ng skopeo umoci docker-registry mmdebstrap apache2-utils
+    squashfs-tools-ng skopeo umoci docker-registry mmdebstrap apache2-utils docker-compose
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

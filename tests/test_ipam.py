@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
@@ -15,12 +16,16 @@ from hypr.state.db import Database
 from hypr.state.networks import NetworkRecord, NetworkRepository
 
 
-def make_pool(subnet: str, gateway: str | None = None) -> tuple[Ipam, str]:
+def make_pool(
+    subnet: str, gateway: str | None = None, ip_range: str | None = None
+) -> tuple[Ipam, str]:
     db = Database(":memory:")
     db.migrate()
     net = IPv4Network(subnet)
     gw = IPv4Address(gateway) if gateway else net.network_address + 1
     record = NetworkRecord("n" * 64, "net", "bridge", net, gw, "vbr0", False, "now")
+    if ip_range is not None:
+        record = dataclasses.replace(record, ip_range=IPv4Network(ip_range))
     NetworkRepository(db).add(record)
     ipam = Ipam(db)
     ipam.create_pool(record.id, net, gw)
@@ -33,6 +38,19 @@ def test_never_hands_out_network_broadcast_or_gateway() -> None:
     assert got == [IPv4Address(f"10.1.0.{i}") for i in (1, 2, 4, 5, 6)]
     with pytest.raises(Exhausted, match="address pool exhausted"):
         ipam.allocate(net, "vm")
+
+
+def test_ip_range_bounds_allocation_not_reservation() -> None:
+    """Docker's IPRange: dynamic addresses from the range only, requested ones anywhere."""
+    ipam, net = make_pool("10.1.0.0/24", ip_range="10.1.0.252/30")
+    assert ipam.allocate(net, "a") == IPv4Address("10.1.0.252")
+    assert ipam.reserve(net, IPv4Address("10.1.0.253"), "b") == IPv4Address("10.1.0.253")
+    assert ipam.reserve(net, IPv4Address("10.1.0.9"), "c") == IPv4Address("10.1.0.9")
+    assert ipam.allocate(net, "d") == IPv4Address("10.1.0.254")
+    with pytest.raises(Exhausted):  # .255 is the broadcast: the range is used up
+        ipam.allocate(net, "e")
+    ipam.release(net, IPv4Address("10.1.0.252"))
+    assert ipam.allocate(net, "f") == IPv4Address("10.1.0.252")
 
 
 def test_release_makes_address_available_again_lowest_first() -> None:

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from hypr.cli.vms import ports_text
 from hypr.errors import InvalidArgument
-from hypr.network.ports import parse_publish
+from hypr.network.ports import FREE_PORT, parse_publish
 from hypr.sandbox import BIN, Hyprd, connect, create_netns, delete_netns, in_ns, sh
 from hypr.state.ports import ANY_ADDRESS, PortForward
 
@@ -47,15 +47,23 @@ def test_parse_forms() -> None:
         PortForward("tcp", ANY_ADDRESS, 8000 + i, 9000 + i) for i in range(3)
     ]
     assert parse_publish("0.0.0.0:1-1:65535") == [PortForward("tcp", ANY_ADDRESS, 1, 65535)]
+    # No host port (Docker's `-p 80`, `-p 127.0.0.1::80`): the forwarder picks a free one.
+    assert parse_publish("80-81/udp") == [
+        PortForward("udp", ANY_ADDRESS, FREE_PORT, 80),
+        PortForward("udp", ANY_ADDRESS, FREE_PORT, 81),
+    ]
+    assert parse_publish("127.0.0.1::80") == [
+        PortForward("tcp", IPv4Address("127.0.0.1"), FREE_PORT, 80)
+    ]
 
 
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("80", "expected [HOST_IP:]HOST_PORT:GUEST_PORT"),
+        ("http", "expected [[HOST_IP:]HOST_PORT:]GUEST_PORT"),
         ("", "expected"),
         ("1.2.3.4:8080:80:1", "expected"),
-        (":80", "expected"),
+        ("1:2:3:80", "expected"),
         ("8080:", "expected"),
         ("http:80", "expected"),
         ("8080:80/", "protocol must be tcp or udp"),
@@ -115,7 +123,7 @@ def test_parse_fails_only_with_one_clear_line(spec: str) -> None:
     except InvalidArgument as exc:
         assert exc.message.startswith("invalid port spec") and "\n" not in exc.message
     else:
-        assert forwards and all(1 <= f.host_port <= 65535 for f in forwards)
+        assert forwards and all(0 <= f.host_port <= 65535 for f in forwards)
 
 
 def test_ps_shows_consecutive_ports_as_one_range() -> None:
@@ -363,7 +371,7 @@ def bindable(ns: str, port: int) -> bool:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-p", "7000"], "invalid port spec '7000'"),
+        (["-p", "7000:"], "invalid port spec '7000:'"),
         (["-p", "7000:0"], "port 0 is not in 1-65535"),
         (["-p", "70000:80"], "not in 1-65535"),
         (["-p", "7000-7010:80-81"], "they must match"),

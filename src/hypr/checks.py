@@ -62,6 +62,21 @@ def parse_ipv4(text: str) -> IPv4Address:
     return address
 
 
+HOST_GATEWAY = "host-gateway"
+_HOST_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def parse_extra_host(text: str) -> tuple[str, str]:
+    """Docker's `--add-host NAME:IP` (or NAME=IP) -> (name, address); the address may be
+    `host-gateway` (the VM's gateway, resolved at boot). IPv4 only, as hypr's networks."""
+    name, sep, address = text.partition("=") if "=" in text else text.partition(":")
+    if not sep or not _HOST_NAME.match(name) or len(name) > 253:
+        raise InvalidArgument(f"invalid extra host {text!r}: expected NAME:IP")
+    if address != HOST_GATEWAY:
+        parse_ipv4(address)
+    return name, address
+
+
 def signal_number(text: str) -> int:
     """A stop signal as Docker takes it (`SIGQUIT`, `QUIT`, `3`) -> its number; the guest
     is Linux on the same architecture, so the host's numbering is the guest's."""

@@ -20,6 +20,7 @@ from hypr.guest.wire import (
     FrameDecoder,
     FrameType,
     ProtocolError,
+    TtySize,
     WorkloadExit,
     decode_records,
     encode_frame,
@@ -86,6 +87,16 @@ def test_exec_payload() -> None:
     assert exec_payload(["true"]) == b"arg=true\0"
     with pytest.raises(ValueError):
         exec_payload([])
+
+
+def test_exec_payload_with_a_tty() -> None:
+    assert exec_payload(["sh"], tty=True) == b"arg=sh\0tty=1\0"
+    sized = exec_payload(["sh"], stdin=True, tty=True, size=TtySize(24, 80))
+    assert sized == b"arg=sh\0stdin=1\0tty=1\0rows=24\0cols=80\0"
+    assert exec_payload(["sh"], size=TtySize(24, 80)) == b"arg=sh\0"  # no pty, no size
+    for rows, cols in ((0, 80), (24, 0x10000)):
+        with pytest.raises(ValueError):
+            TtySize(rows, cols)
 
 
 def test_state_and_workload_exit_parsing() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from hypr.api.deps import daemon_of
 from hypr.api.registry import registry_auth
+from hypr.daemon.images import Progress
 from hypr.errors import HyprError
 from hypr.images.reference import parse_reference
 from hypr.images.store import Image
@@ -80,8 +81,18 @@ async def pull(
     auth = registry_auth(x_registry_auth)
     canonical = str(parse_reference(body.reference))  # malformed: 400 before anything starts
     daemon = daemon_of(request)
+    return await pull_stream(
+        lambda progress: daemon.pull_image(body.reference, auth, progress), canonical
+    )
+
+
+async def pull_stream(
+    pulling: Callable[[Progress], Awaitable[Image]], canonical: str
+) -> StreamingResponse:
+    """Run a pull (`pulling(progress)`) as a task of its own and answer with its progress
+    lines; hypr's /images/pull and Docker's /images/create both answer with it."""
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    task = asyncio.create_task(daemon.pull_image(body.reference, auth, queue.put_nowait))
+    task = asyncio.create_task(_pull(pulling, queue.put_nowait))
     task.add_done_callback(lambda _: queue.put_nowait(_DONE))
     first = await queue.get()
     if first is _DONE:
@@ -127,6 +138,10 @@ async def tag(ref: str, body: TagRequest, request: Request) -> dict[str, Any]:
 @router.delete("/{ref:path}")
 async def remove(ref: str, request: Request, force: bool = False) -> list[dict[str, str]]:
     return daemon_of(request).remove_image(ref, force)
+
+
+async def _pull(pulling: Callable[[Progress], Awaitable[Image]], progress: Progress) -> Image:
+    return await pulling(progress)
 
 
 def _line(event: dict[str, Any]) -> bytes:

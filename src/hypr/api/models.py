@@ -13,28 +13,47 @@ class DockerModel(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
 
-class IpamPoolConfig(DockerModel):
+class DockerBody(BaseModel):
+    """A body of the Docker face: unknown keys are ignored, as Docker ignores them."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+class IpamPoolConfig(DockerBody):
     Subnet: str | None = None
     Gateway: str | None = None
     IPRange: str | None = None
+    AuxiliaryAddresses: dict[str, str] | None = None
 
 
-class IpamConfig(DockerModel):
-    Driver: str = "default"
-    Config: list[IpamPoolConfig] = Field(default_factory=list)
+class IpamConfig(DockerBody):
+    Driver: str | None = "default"
+    Config: list[IpamPoolConfig] | None = Field(default_factory=list)
     Options: dict[str, str] | None = None
 
 
-class NetworkCreateRequest(DockerModel):
+class DockerNetworkCreate(DockerBody):
+    """`POST /networks/create` as Docker's clients send it (null for what they leave out)."""
+
     Name: str
-    Driver: str = "bridge"
-    Internal: bool = False
+    Driver: str | None = "bridge"
+    Scope: str | None = None
+    Internal: bool | None = False
     Attachable: bool | None = None
+    Ingress: bool | None = None
+    ConfigOnly: bool | None = None
+    ConfigFrom: dict[str, Any] | None = None
     CheckDuplicate: bool | None = None
-    EnableIPv6: bool = False
+    EnableIPv6: bool | None = False
     IPAM: IpamConfig | None = None
     Options: dict[str, str] | None = None
-    Labels: dict[str, str] = Field(default_factory=dict)
+    Labels: dict[str, str] | None = Field(default_factory=dict)
+
+
+class NetworkCreateRequest(DockerNetworkCreate):
+    """hypr's own API takes the same body, and refuses unknown keys."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
 
 class NetworkCreateResponse(BaseModel):

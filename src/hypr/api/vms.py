@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
@@ -31,7 +29,6 @@ from hypr.guest.protocol import ExecSession
 from hypr.guest.wire import AgentDisconnected
 
 router = APIRouter(tags=["vms"])
-LOG_POLL_SECONDS = 0.05
 
 
 def vm_view(details: VmDetails) -> VmView:
@@ -153,41 +150,14 @@ async def remove_vm(ref: str, request: Request, force: bool = False, v: bool = F
     await daemon_of(request).remove_vm(ref, force=force, volumes=v)
 
 
-KERNEL_LINE = re.compile(rb"^\[\s*\d+\.\d+\] ")
-
-
 @router.get("/vms/{ref}/logs")
 async def vm_logs(
     ref: str, request: Request, follow: bool = False, kernel: bool = False
 ) -> StreamingResponse:
     """The serial console. The workload's output is shown; the kernel's own lines (with
     their printk timestamp) only with `kernel`. `follow` streams until the VM exits."""
-    daemon = daemon_of(request)
-    details = daemon.vm_view(ref)
-    vm_id, path = details.vm.id, details.log_path
-
-    async def chunks() -> AsyncIterator[bytes]:
-        try:
-            handle = path.open("rb")
-        except FileNotFoundError:
-            return
-        pending = b""
-        with handle:
-            while True:
-                data = handle.read(65536)
-                if data:
-                    *lines, pending = (pending + data).split(b"\n")
-                    shown = [line for line in lines if kernel or not KERNEL_LINE.match(line)]
-                    if shown:
-                        yield b"".join(line + b"\n" for line in shown)
-                    continue
-                if not follow or not daemon.vm_is_running(vm_id):
-                    if pending and (kernel or not KERNEL_LINE.match(pending)):
-                        yield pending
-                    return
-                await asyncio.sleep(LOG_POLL_SECONDS)
-
-    return StreamingResponse(chunks(), media_type="text/plain")
+    chunks = daemon_of(request).vm_console(ref, kernel=kernel, follow=follow)
+    return StreamingResponse(chunks, media_type="text/plain")
 
 
 @router.post("/vms/{ref}/exec")

@@ -8,16 +8,15 @@ volumes docker compose itself creates do: it lives under `volumes/<project>/`.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import Field
 
 from hypr.api.deps import daemon_of
+from hypr.api.docker.filters import parse_filters
 from hypr.api.models import DockerModel
 from hypr.compose.project import PROJECT_LABEL
-from hypr.errors import InvalidArgument
 from hypr.state.volumes import VolumeRecord
 
 router = APIRouter(prefix="/volumes", tags=["volumes"])
@@ -45,7 +44,7 @@ def volume_view(vol: VolumeRecord) -> dict[str, Any]:
 
 @router.get("")
 async def list_volumes(request: Request, filters: str | None = None) -> dict[str, Any]:
-    volumes = daemon_of(request).volume_list(_filters(filters))
+    volumes = daemon_of(request).volume_list(parse_filters(filters))
     return {"Volumes": [volume_view(vol) for vol in volumes], "Warnings": []}
 
 
@@ -73,24 +72,3 @@ async def inspect_volume(name: str, request: Request) -> dict[str, Any]:
 @router.delete("/{name:path}", status_code=204)
 async def remove_volume(name: str, request: Request, force: bool = False) -> None:
     daemon_of(request).remove_volume(name, force)
-
-
-def _filters(raw: str | None) -> dict[str, list[str]]:
-    """Docker's `filters`: `{"key": ["value", ...]}`, or the older `{"key": {"value":
-    true}}`."""
-    if not raw:
-        return {}
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        raise InvalidArgument(f"invalid filters: not JSON: {raw}") from None
-    if not isinstance(parsed, dict):
-        raise InvalidArgument("invalid filters: expected a JSON object")
-    result: dict[str, list[str]] = {}
-    for key, values in parsed.items():
-        if isinstance(values, dict):
-            values = [v for v, on in values.items() if on]
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise InvalidArgument(f"invalid filters: {key} must be a list of strings")
-        result[key] = values
-    return result

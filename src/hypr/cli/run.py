@@ -20,7 +20,7 @@ from hypr.errors import InvalidArgument
 @click.argument("image")
 @click.argument("command", nargs=-1)
 @click.option("--detach", "-d", is_flag=True, help="Run in background")
-@click.option("--name", help="VM name (a DNS label)")
+@click.option("--name", help="VM name (letters, digits, _ . -; a DNS name too)")
 @click.option("--network", "--net", multiple=True, help="Network to join, or none")
 @click.option("--ip", help="IPv4 address on the first network")
 @click.option("--mac", help="MAC address of the first NIC")

@@ -51,6 +51,9 @@ class NicGuard:
     async def vm_removed(self, vm: VmRecord) -> None:
         self._forget(lambda guarded: guarded.vm_id == vm.id)
 
+    async def vm_renamed(self, old: VmRecord, vm: VmRecord) -> None:
+        """Nothing to do: NICs are guarded by TAP and address."""
+
     async def reconcile(self, running: list[VmRecord]) -> None:
         """Guard the adopted VMs again: start-up rebuilt the firewall without them."""
         self._taps.clear()

@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Callable
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface
+from typing import TypeVar
 
 from pyroute2 import AsyncIPRoute
 
 from hypr.checks import parse_ipv4
 from hypr.daemon.requests import NetworkAttachment
-from hypr.errors import Conflict, InvalidArgument
+from hypr.errors import Conflict, InvalidArgument, NotFound
 from hypr.guest.spec import GuestNic
 from hypr.network.ipam import Ipam
 from hypr.network.links import delete_link, owned_links
@@ -28,6 +31,7 @@ from hypr.state.vms import NicRecord, VmRecord, VmRepository
 log = logging.getLogger(__name__)
 
 MAC_PATTERN = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+T = TypeVar("T")
 
 
 class NicService:
@@ -59,6 +63,44 @@ class NicService:
             address = self._claim_address(net.id, vm_id, attachment.ip)
             nics.append(NicRecord(vm_id, idx, net.id, mac, address, None))
         return tuple(nics)
+
+    def connect(self, vm: VmRecord, attachment: NetworkAttachment) -> None:
+        """One more NIC for a VM that is not running (Docker's `network connect`): MAC and
+        address claimed now, the TAP made at its next start, as for a NIC given at create."""
+        net = self.networks.get(attachment.network)
+        if any(nic.network_id == net.id for nic in vm.nics):
+            raise Conflict(f"VM {vm.name} is already connected to network {net.name}")
+        idx = len(vm.nics)
+        with self.db.transaction():
+            mac = self._claim_mac(attachment.mac)
+            address = self._claim_address(net.id, vm.id, attachment.ip)
+            self.rows.add_nic(NicRecord(vm.id, idx, net.id, mac, address, None))
+            ips = _per_nic(vm.spec.requested_ips, idx, lambda: None)
+            aliases = _per_nic(vm.spec.aliases, idx, list)
+            spec = replace(
+                vm.spec,
+                requested_ips=[*ips, attachment.ip],
+                aliases=[*aliases, list(attachment.aliases)],
+            )
+            self.rows.set_spec(vm.id, spec)
+
+    def disconnect(self, vm: VmRecord, network_id: str) -> None:
+        """Take a VM that is not running off a network: its NIC, address and the NIC's
+        aliases go; the NICs after it move up one place."""
+        nic = next((n for n in vm.nics if n.network_id == network_id), None)
+        if nic is None:
+            name = self.networks.get(network_id).name
+            raise NotFound(f"VM {vm.name} is not connected to network {name}")
+        count = len(vm.nics)
+        with self.db.transaction():
+            if nic.address is not None:
+                self.ipam.release(network_id, nic.address)
+            self.rows.remove_nic(vm.id, nic.idx)
+            self.rows.renumber_nics_after(vm.id, nic.idx)
+            ips = _per_nic(vm.spec.requested_ips, count, lambda: None)
+            aliases = _per_nic(vm.spec.aliases, count, list)
+            del ips[nic.idx], aliases[nic.idx]
+            self.rows.set_spec(vm.id, replace(vm.spec, requested_ips=ips, aliases=aliases))
 
     async def attach(self, vm: VmRecord) -> list[tuple[str, GuestNic]]:
         """Addresses (again, after a release) and TAPs of a VM about to boot, recorded in
@@ -190,3 +232,9 @@ class NicService:
             except BaseException:
                 self._reserved_taps.discard(name)
                 raise
+
+
+def _per_nic(values: list[T], count: int, empty: Callable[[], T]) -> list[T]:
+    """A spec's per-NIC list (older rows may have fewer entries than NICs), cut or padded
+    to `count` entries with empty ones."""
+    return [*values[:count], *(empty() for _ in range(count - len(values)))]

@@ -15,7 +15,7 @@ from ipaddress import IPv4Address
 
 from hypr.errors import Conflict, Exhausted, HyprError, InvalidArgument
 from hypr.network.firewall import FirewallError, ForwardingDriver
-from hypr.network.ports import bind_host_port, check_host_port, parse_publish
+from hypr.network.ports import FREE_PORT, bind_host_port, check_host_port, parse_publish
 from hypr.state.db import Database
 from hypr.state.networks import NetworkRecord, NetworkRepository
 from hypr.state.ports import ANY_ADDRESS, PortForward, PortForwardRepository
@@ -68,6 +68,10 @@ class PortForwarder:
                 "--internal ones"
             )
         for fwd in forwards:
+            if fwd.host_port == FREE_PORT:  # `-p 80`: a free port, as -P picks them
+                fwd = self._free_port(PUBLISH_ALL_POOL, fwd.protocol, fwd.guest_port, fwd.host_ip)
+                self.rows.add(vm.id, fwd)
+                continue
             holder = self.rows.holder(fwd)
             if holder == vm.name:
                 raise InvalidArgument(f"host port {fwd.host} is published twice")
@@ -93,6 +97,9 @@ class PortForwarder:
         """The rows went with the VM's (ON DELETE CASCADE); the kernel side went at its stop,
         and is dropped here too so that nothing can outlive the VM."""
         self._unpublish(vm.id)
+
+    async def vm_renamed(self, old: VmRecord, vm: VmRecord) -> None:
+        """Nothing to do: forwards follow ids."""
 
     async def reconcile(self, running: list[VmRecord]) -> None:
         """Publish the ports of adopted VMs again: start-up rebuilt the table without them."""
@@ -123,15 +130,20 @@ class PortForwarder:
         return None
 
     def _free_port(
-        self, pool: range, protocol: str, guest_port: int, ssh: bool = False
+        self,
+        pool: range,
+        protocol: str,
+        guest_port: int,
+        host_ip: IPv4Address = ANY_ADDRESS,
+        ssh: bool = False,
     ) -> PortForward:
         """The lowest port of `pool` that no forward uses and nothing on the host holds
-        (the SSH pool for --ssh, the ephemeral range for -P)."""
+        (the SSH pool for --ssh, the ephemeral range for -P and `-p GUEST_PORT`)."""
         taken = self.rows.ports_in_use(protocol, pool.start, pool.stop - 1)
         for port in pool:
             if port in taken:
                 continue
-            fwd = PortForward(protocol, ANY_ADDRESS, port, guest_port, ssh=ssh)
+            fwd = PortForward(protocol, host_ip, port, guest_port, ssh=ssh)
             try:
                 check_host_port(fwd)
             except Conflict:

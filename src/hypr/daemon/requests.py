@@ -36,6 +36,17 @@ class MountRequest(_Request):
     tmpfs_mode: int | None = None
 
 
+class HealthcheckRequest(_Request):
+    """Docker's Healthcheck, in seconds: a test run through exec in the guest."""
+
+    test: list[str] = Field(min_length=2)  # ["CMD", argv...] or ["CMD-SHELL", "command"]
+    interval: float = Field(default=30.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0)
+    retries: int = Field(default=3, ge=1)
+    start_period: float = Field(default=0.0, ge=0)
+    start_interval: float = Field(default=5.0, gt=0)
+
+
 class RunRequest(_Request):
     image: str
     name: str | None = None
@@ -65,6 +76,11 @@ class RunRequest(_Request):
     mounts: list[MountRequest] = Field(default_factory=list)  # `--mount`
     tmpfs: dict[str, str] = Field(default_factory=dict)  # `--tmpfs TARGET[:OPTIONS]`
     start: bool = True  # False: create only (`hypr create`)
+    healthcheck: HealthcheckRequest | None = None
+    stop_timeout: int | None = Field(default=None, ge=0)  # seconds `stop` waits by default
+    tty: bool = False  # the client asked for a terminal (the console is one either way)
+    # Docker's --add-host "NAME:IP" ("host-gateway": the first NIC's gateway), in /etc/hosts.
+    extra_hosts: list[str] = Field(default_factory=list)
 
     @property
     def attachments(self) -> list[NetworkAttachment]:

@@ -6,8 +6,10 @@ daemon/views.py, so no handler reaches into a manager's rows or repositories.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,16 +17,23 @@ from pyroute2 import AsyncIPRoute
 
 from hypr.config import Settings
 from hypr.daemon.apikeys import ApiKeys
+from hypr.daemon.console import RunWatch, read_console
+from hypr.daemon.containers import ContainerService
+from hypr.daemon.events import Event, EventBus
+from hypr.daemon.execs import ExecConfig, ExecInstance, ExecRegistry
+from hypr.daemon.exits import Exit
+from hypr.daemon.health import SpecHealth
 from hypr.daemon.images import ImageService, Progress, Prune, PullPolicy
 from hypr.daemon.nicguard import NicGuard
 from hypr.daemon.ports import PortForwarder
-from hypr.daemon.requests import RunRequest
+from hypr.daemon.requests import NetworkAttachment, RunRequest
 from hypr.daemon.stacks import StackManager
-from hypr.daemon.views import NetworkStats, VmDetails, nic_details
+from hypr.daemon.views import ContainerDetails, NetworkStats, VmDetails, nic_details
 from hypr.daemon.vms import VmManager
 from hypr.daemon.volumes import VolumeService
+from hypr.errors import Conflict
 from hypr.guest.protocol import AgentClient
-from hypr.guest.wire import ExecResult
+from hypr.guest.wire import ExecResult, TtySize
 from hypr.images.content import ContentStore
 from hypr.images.reference import parse_registry
 from hypr.images.registry import RegistryAuth, RegistryClient
@@ -100,8 +109,16 @@ class Daemon:
         self.dns = DnsService(settings.run_dir, self.db, self.networks, self.firewall)
         self.networks.observers.append(self.dns)
         self.vms.observers.append(self.dns)
+        self.container_health = SpecHealth(self.vms)
+        self.vms.observers.append(self.container_health)
+        self.containers = ContainerService(self.vms)
         self.stacks = StackManager(self.vms, self.networks, StackOpRepository(self.db))
         self.api_keys = ApiKeys(ApiKeyRepository(self.db))
+        self.execs = ExecRegistry()
+        # Last among the observers: a creation that another observer refuses is no event.
+        self.events = EventBus(self.networks.repo.find)
+        self.vms.observers.append(self.events)
+        self.networks.observers.append(self.events)
 
     async def start(self) -> None:
         """Reconcile the kernel with the database before serving any request."""
@@ -244,8 +261,121 @@ class Daemon:
     async def remove_network(self, ref: str, force: bool) -> None:
         await self.networks.remove(ref, force=force)
 
-    async def prune_networks(self) -> list[NetworkRecord]:
-        return await self.networks.prune()
+    async def prune_networks(
+        self, only: Callable[[NetworkRecord], bool] = lambda net: True
+    ) -> list[NetworkRecord]:
+        return await self.networks.prune(only)
+
+    # --- Docker face: networks, images, events --------------------------------------------
+
+    async def connect_network(self, net_ref: str, vm_ref: str, attach: NetworkAttachment) -> None:
+        """Docker's `network connect` of a VM that is not running (see VmManager)."""
+        net = self.networks.get(net_ref)
+        attach = attach.model_copy(update={"network": net.id})
+        await self.vms.change_attachments(vm_ref, lambda vm: self.vms.nics.connect(vm, attach))
+
+    async def disconnect_network(self, net_ref: str, vm_ref: str) -> None:
+        net = self.networks.get(net_ref)
+        await self.vms.change_attachments(vm_ref, lambda vm: self.vms.nics.disconnect(vm, net.id))
+
+    def subscribe_events(self) -> AbstractContextManager[asyncio.Queue[Event]]:
+        return self.events.subscribe()
+
+    def recent_events(self, since_nano: int) -> list[Event]:
+        return self.events.recent(since_nano)
+
+    # --- Docker face: exec and streams -----------------------------------------------------
+
+    def vm_console(
+        self, ref: str, *, kernel: bool = False, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[bytes]:
+        """The console log (`hypr logs`, `docker logs`), followed while the VM runs. An
+        unknown VM fails here, before a response starts."""
+        details = self.vm_view(ref)
+        vm_id = details.vm.id
+        running = (lambda: self.vm_is_running(vm_id)) if follow else None
+        return read_console(details.log_path, kernel=kernel, tail=tail, follow=running)
+
+    def vm_attach(self, ref: str, *, logs: bool, stream: bool) -> AsyncIterator[bytes]:
+        """What `docker attach` and an attached `docker run` see: the console from now on
+        (all of it with `logs`), with `stream` until the run under way, or the next one
+        (`docker run` attaches before it starts the container), has ended."""
+        details = self.vm_view(ref)
+        watch = RunWatch(details.vm.id, self.vm_is_running, self.vms.rows.get) if stream else None
+        return read_console(details.log_path, from_end=not logs, follow=watch)
+
+    def exec_create(self, ref: str, config: ExecConfig, size: TtySize | None) -> ExecInstance:
+        vm = self.vms.get(ref)
+        if not self.vm_is_running(vm.id) or vm.state != "running":
+            raise Conflict(f"container {vm.name} is not running")
+        return self.execs.create(vm.id, config, size)
+
+    def exec_instance(self, exec_id: str) -> ExecInstance:
+        return self.execs.get(exec_id)
+
+    async def exec_start(self, exec_id: str, detach: bool) -> ExecInstance:
+        """Start the exec's agent session; its output is the caller's to read unless
+        `detach`."""
+        agent = self.vms.agent(self.execs.get(exec_id).vm_id)
+        return await self.execs.start(exec_id, agent, detach)
+
+    async def exec_resize(self, exec_id: str, size: TtySize) -> None:
+        await self.execs.resize(exec_id, size)
+
+    # --- Docker face: containers ---------------------------------------------------------
+
+    def container_views(self, all: bool = True) -> list[ContainerDetails]:
+        """Every VM (with `all`; else those with a hypervisor) as a container, newest first."""
+        return self._containers(
+            [vm for vm in self.vms.all() if all or vm.state not in ("exited", "created")]
+        )
+
+    def container_view(self, ref: str) -> ContainerDetails:
+        return self._containers([self.vms.get(ref)])[0]
+
+    def _containers(self, vms: list[VmRecord]) -> list[ContainerDetails]:
+        image_ids = {
+            ref: image.id for image in self.images.all() for ref in (*image.repo_tags, image.id)
+        }
+        checks = {vm.id: self.container_health.of(vm.id) for vm in vms}
+        return [
+            ContainerDetails(
+                details=details,
+                image_id=image_ids.get(details.vm.image, ""),
+                health=check.status if (check := checks[details.vm.id]) else None,
+                failing_streak=check.failures if check else 0,
+            )
+            for details in self._details(vms)
+        ]
+
+    def container_named(self, name: str) -> VmRecord | None:
+        """The VM that has this exact name (Docker's conflict names it)."""
+        vm = self.vms.rows.find(name)  # an exact name first, else an id (prefix)
+        return vm if vm is not None and vm.name == name else None
+
+    def create_container(self, req: RunRequest) -> VmDetails:
+        """Docker's create: the image must be here already (on a 404 the client pulls it
+        and asks again), and nothing starts."""
+        vm = self.vms.create(req.model_copy(update={"start": False, "pull": "never"}))
+        return self.vm_details(vm)
+
+    async def kill_container(self, ref: str, signum: int) -> None:
+        await self.containers.kill(ref, signum)
+
+    async def restart_container(self, ref: str, grace: float) -> None:
+        await self.containers.restart(ref, grace)
+
+    async def wait_container(self, ref: str, condition: str) -> Exit:
+        return await self.containers.wait_for(ref, condition)
+
+    async def rename_container(self, ref: str, name: str) -> None:
+        await self.containers.rename(ref, name)
+
+    async def top_container(self, ref: str, ps_args: str) -> tuple[list[str], list[list[str]]]:
+        return await self.containers.top(ref, ps_args)
+
+    async def prune_containers(self, wanted: Callable[[VmRecord], bool]) -> list[str]:
+        return await self.containers.prune(wanted)
 
     # --- counts --------------------------------------------------------------------------
 

@@ -3,12 +3,21 @@ the request is refused with one line before anything is claimed."""
 
 from __future__ import annotations
 
-from hypr.checks import check_env, check_no_nul, check_user, parse_restart, signal_number
-from hypr.daemon.requests import RunRequest
+from hypr.checks import (
+    HOST_GATEWAY,
+    check_env,
+    check_no_nul,
+    check_user,
+    parse_extra_host,
+    parse_restart,
+    signal_number,
+)
+from hypr.daemon.requests import HealthcheckRequest, RunRequest
 from hypr.errors import InvalidArgument
+from hypr.guest.spec import GuestNic
 from hypr.images.store import Image
-from hypr.network.names import check_vm_name
-from hypr.state.vms import MountSpec, VmSpec
+from hypr.network.names import check_hostname
+from hypr.state.vms import HealthcheckSpec, MountSpec, VmSpec
 from hypr.units import MIN_MEMORY_MIB
 from hypr.vmm.qemu import check_devices
 from hypr.volumes.mounts import (
@@ -38,6 +47,8 @@ def check_request_text(req: RunRequest) -> None:
     check_no_nul("port", req.ports)
     check_no_nul("volume", [*req.volumes, *req.tmpfs, *req.tmpfs.values()])
     check_no_nul("mount", [v for m in req.mounts for v in (m.source, m.target)])
+    check_no_nul("extra host", req.extra_hosts)
+    check_no_nul("healthcheck", req.healthcheck.test if req.healthcheck else [])
     for attachment in req.networks or []:
         check_no_nul("network", [attachment.network, attachment.ip, attachment.mac])
         check_no_nul("alias", attachment.aliases)
@@ -61,6 +72,8 @@ def build_spec(req: RunRequest, image: Image) -> VmSpec:
         check_user(req.user)
     if req.stop_signal is not None:
         signal_number(req.stop_signal)
+    for host in req.extra_hosts:
+        parse_extra_host(host)
     argv = workload_argv(req, image)
     if not argv:
         raise InvalidArgument(f"no command given and image {image.reference} has none")
@@ -76,7 +89,7 @@ def build_spec(req: RunRequest, image: Image) -> VmSpec:
         restart=restart.policy,
         requested_ips=[attachment.ip for attachment in attachments],
         aliases=[list(attachment.aliases) for attachment in attachments],
-        hostname=check_vm_name(req.hostname) if req.hostname else None,
+        hostname=check_hostname(req.hostname) if req.hostname else None,
         max_restarts=restart.max_restarts,
         dhcp=req.dhcp,
         auto_remove=req.auto_remove,
@@ -85,6 +98,29 @@ def build_spec(req: RunRequest, image: Image) -> VmSpec:
         stop_signal=req.stop_signal or image.config.stop_signal or None,
         exposed_ports=list(image.config.exposed_ports),
         mounts=mounts,
+        healthcheck=healthcheck_spec(req.healthcheck),
+        stop_timeout=req.stop_timeout,
+        tty=req.tty,
+        extra_hosts=list(req.extra_hosts),
+    )
+
+
+def healthcheck_spec(check: HealthcheckRequest | None) -> HealthcheckSpec | None:
+    """Docker's test forms: ["CMD", argv...] or ["CMD-SHELL", "one command line"]."""
+    if check is None:
+        return None
+    kind = check.test[0]
+    if kind not in ("CMD", "CMD-SHELL") or (kind == "CMD-SHELL" and len(check.test) != 2):
+        raise InvalidArgument(
+            'invalid healthcheck test: use ["CMD", ARG...] or ["CMD-SHELL", COMMAND]'
+        )
+    return HealthcheckSpec(
+        test=list(check.test),
+        interval=check.interval,
+        timeout=check.timeout,
+        retries=check.retries,
+        start_period=check.start_period,
+        start_interval=check.start_interval,
     )
 
 
@@ -123,3 +159,18 @@ def merge_env(image_env: list[str], env: list[str]) -> list[str]:
     for entry in env:
         merged[entry.partition("=")[0]] = entry
     return list(merged.values())
+
+
+def guest_hosts(spec: VmSpec, nics: list[GuestNic]) -> list[tuple[str, str]]:
+    """--add-host entries as (address, name), for a boot; `host-gateway` is the gateway of
+    the VM's first NIC that has one (the host's address on that network)."""
+    gateway = next((str(nic.gateway) for nic in nics if nic.gateway is not None), None)
+    hosts = []
+    for entry in spec.extra_hosts:
+        name, address = parse_extra_host(entry)
+        if address == HOST_GATEWAY:
+            if gateway is None:
+                raise InvalidArgument(f"--add-host {entry}: the VM has no network with a gateway")
+            address = gateway
+        hosts.append((address, name))
+    return hosts

@@ -38,6 +38,16 @@ class VmDetails:
 
 
 @dataclass(frozen=True)
+class ContainerDetails:
+    """A VM as Docker's container inspect and list show it."""
+
+    details: VmDetails
+    image_id: str  # sha256:...; "" when the image is gone
+    health: str | None  # starting | healthy | unhealthy; None: the VM has no healthcheck
+    failing_streak: int = 0
+
+
+@dataclass(frozen=True)
 class NetworkStats:
     """One network, as the metrics count it."""
 

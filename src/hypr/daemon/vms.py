@@ -16,7 +16,7 @@ import logging
 import secrets
 import shutil
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,14 @@ from pyroute2 import AsyncIPRoute
 from hypr import faults
 from hypr.config import Settings
 from hypr.daemon.accel import AccelProbe
+from hypr.daemon.exits import Exit, ExitWaits
 from hypr.daemon.metrics import VM_BOOT_SECONDS
 from hypr.daemon.mounts import MountService
 from hypr.daemon.nics import NicService
 from hypr.daemon.observers import VmObserver
 from hypr.daemon.reconcile import ACTIVE_STATES, RESTARTED_POLICIES, Reconciler, runtime_dir
 from hypr.daemon.requests import RunRequest
-from hypr.daemon.specs import build_spec
+from hypr.daemon.specs import build_spec, guest_hosts
 from hypr.daemon.supervision import RunningVm, Supervisor
 from hypr.daemon.volumes import VolumeService
 from hypr.errors import Conflict, HyprError, NotFound
@@ -93,6 +94,7 @@ class VmManager:
         self._tasks: set[asyncio.Task[None]] = set()  # restarts and --rm removals
         # Exit codes of VMs removed by --rm, so that a client waiting on them learns it.
         self._removed_exit_codes: dict[str, int | None] = {}
+        self.exits = ExitWaits()  # Docker's wait for the next exit, or for the removal
         self.observers: list[VmObserver] = []
 
     # --- start-up ------------------------------------------------------------------------
@@ -192,6 +194,7 @@ class VmManager:
                 if not force:
                     raise Conflict(f"VM {vm.name} is running: stop it first, or use rm --force")
                 await self._stop(vm.id, grace=0)
+            last = self.rows.get(vm.id) or vm
             faults.point(RM_STOPPED)
             with self.db.transaction():
                 self.ipam.release_owner(vm.id)
@@ -204,6 +207,7 @@ class VmManager:
             for observer in self.observers:
                 await observer.vm_removed(vm)
         self._locks.pop(vm.id, None)
+        self.exits.removed(vm.id, Exit(last.exit_code, last.error))
         log.info("removed VM %s", vm.name)
         return vm
 
@@ -239,6 +243,22 @@ class VmManager:
         if running.agent is None or not running.agent.connected:
             raise Conflict(f"the agent of VM {vm.name} is not connected")
         return running.agent
+
+    async def change_attachments(self, ref: str, change: Callable[[VmRecord], None]) -> VmRecord:
+        """Change the NICs of a VM that is not running (Docker's network connect and
+        disconnect) under its lock. A running VM is refused: QEMU's microvm machine has no
+        bus that a virtio-mmio NIC could be hot-plugged into."""
+        vm = self.get(ref)
+        async with self._lock(vm.id):
+            vm = self.get(vm.id)
+            if vm.state in ACTIVE_STATES:
+                raise Conflict(
+                    f"VM {vm.name} is running and a microVM's NICs cannot be hot-plugged "
+                    "(QEMU's microvm machine has no hotplug bus): stop it, then connect or "
+                    "disconnect it, and start it again"
+                )
+            change(vm)
+        return self.get(vm.id)
 
     async def detach_network(self, network_id: str) -> None:
         """Take every VM off a network that is being force-removed."""
@@ -310,6 +330,7 @@ class VmManager:
                     max_restarts=vm.spec.max_restarts,
                     user=vm.spec.user,
                     stop_signal=vm.spec.stop_signal,
+                    hosts=guest_hosts(vm.spec, [nic for _, nic in nics]),
                 ),
                 layers=len(layers),
                 shares_tag=SHARES_TAG if shares else None,
@@ -378,14 +399,16 @@ class VmManager:
         vm = self.rows.get(vm_id)
         if vm is None:
             return
+        stopped = replace(vm, exit_code=exit_code, error=error)  # what observers report
         for observer in self.observers:
-            await observer.vm_stopped(vm)
+            await observer.vm_stopped(stopped)
         await self.nics.release_taps(vm_id)
         self.rows.update(
             vm_id, state="exited", pid=None, exit_code=exit_code, error=error,
             finished_at=now_rfc3339(),
         )  # fmt: skip
         log.info("VM %s exited (code %s%s)", vm.name, exit_code, f", {error}" if error else "")
+        self.exits.exited(vm_id, Exit(exit_code, error))
         if running.stopping:
             return
         if vm.spec.auto_remove:

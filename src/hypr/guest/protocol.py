@@ -39,9 +39,11 @@ from hypr.guest.wire import (
     FrameType,
     ProtocolError,
     Stream,
+    TtySize,
     WorkloadExit,
     decode_records,
     encode_frame,
+    encode_records,
     exec_payload,
 )
 
@@ -77,6 +79,10 @@ class ExecSession:
         if not 0 < signum < 256:
             raise ValueError(f"bad signal number {signum}")
         await self._client._send(FrameType.SIGNAL, self.id, bytes([signum]))
+
+    async def resize(self, size: TtySize) -> None:
+        """Set the window size of the session's pty (agents ignore it for sessions without)."""
+        await self._client._send(FrameType.RESIZE, self.id, encode_records(size.records()))
 
     async def wait(self) -> int:
         """The exit code (128+N for death by signal N); output stays available to iterate."""
@@ -186,10 +192,13 @@ class AgentClient:
         workdir: str | None = None,
         interactive: bool = False,
         user: str | None = None,
+        tty: bool = False,
+        size: TtySize | None = None,
     ) -> ExecSession:
-        """Start a process in the guest; stdin is /dev/null unless `interactive`."""
+        """Start a process in the guest; stdin is /dev/null unless `interactive`. With `tty`
+        it runs on a pty: its output all arrives as stdout, with a terminal's line ends."""
         await self._wait_handshake()
-        payload = exec_payload(argv, env, workdir, interactive, user)
+        payload = exec_payload(argv, env, workdir, interactive, user, tty, size)
         session_id = self._next_id
         self._next_id = self._next_id % 0xFFFFFFFF + 1
         session = ExecSession(self, session_id, interactive)
@@ -227,6 +236,14 @@ class AgentClient:
                     await session.signal(9)
             raise
         return ExecResult(code, bytes(out["stdout"]), bytes(out["stderr"]))
+
+    async def signal_workload(self, signum: int) -> None:
+        """Send `signum` to the workload's process group (session 0); its exit, if the
+        signal ends it, follows as for any other (restart policy included)."""
+        if not 0 < signum < 256:
+            raise ValueError(f"bad signal number {signum}")
+        await self._wait_handshake()
+        await self._send(FrameType.SIGNAL, 0, bytes([signum]))
 
     async def shutdown(self, grace: float) -> WorkloadExit:
         """Ask the agent to stop the workload (SIGTERM, SIGKILL after `grace` seconds) and

@@ -53,6 +53,8 @@ class WorkloadSpec:
     user: str | None = None
     # Sent to the workload on shutdown: a name (SIGQUIT, QUIT) or number. None: SIGTERM.
     stop_signal: str | None = None
+    # Extra /etc/hosts entries (Docker's --add-host), (address, name), added to the agent's.
+    hosts: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,11 @@ def workload_spec_bytes(spec: WorkloadSpec) -> bytes:
         lines.append(f"user={check_user(spec.user)}")
     if spec.stop_signal is not None:
         lines.append(f"stop_signal={signal_number(spec.stop_signal)}")
+    for address, name in spec.hosts:
+        _check_string("host", address + name)
+        if not address or not name or any(c.isspace() for c in address + name):
+            raise ValueError(f"invalid hosts entry {address!r} {name!r}")
+        lines.append(f"host={encode_value(address + chr(9) + name)}")
     return ("\n".join(lines) + "\n").encode("ascii")
 
 

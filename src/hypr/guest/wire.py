@@ -27,6 +27,7 @@ class FrameType(enum.IntEnum):
     STDIN = 0x03
     SIGNAL = 0x04
     SHUTDOWN = 0x05
+    RESIZE = 0x06
     STATE = 0x81
     STDOUT = 0x82
     STDERR = 0x83
@@ -112,8 +113,11 @@ def exec_payload(
     workdir: str | None = None,
     stdin: bool = False,
     user: str | None = None,
+    tty: bool = False,
+    size: TtySize | None = None,
 ) -> bytes:
-    """The EXEC frame payload; without `user` the session runs as the workload's user."""
+    """The EXEC frame payload; without `user` the session runs as the workload's user.
+    With `tty` the process gets a pty (of `size`, if given) for stdin, stdout and stderr."""
     if not argv:
         raise ValueError("argv must not be empty")
     records = [("arg", a) for a in argv] + [("env", e) for e in env]
@@ -123,7 +127,26 @@ def exec_payload(
         records.append(("stdin", "1"))
     if user:
         records.append(("user", check_user(user)))
+    if tty:
+        records.append(("tty", "1"))
+        if size is not None:
+            records += size.records()
     return encode_records(records)
+
+
+@dataclass(frozen=True)
+class TtySize:
+    """A pty's window size, as Docker's `h` and `w` give it."""
+
+    rows: int
+    cols: int
+
+    def __post_init__(self) -> None:
+        if not (0 < self.rows <= 0xFFFF and 0 < self.cols <= 0xFFFF):
+            raise ValueError(f"bad terminal size {self.rows}x{self.cols}")
+
+    def records(self) -> list[tuple[str, str]]:
+        return [("rows", str(self.rows)), ("cols", str(self.cols))]
 
 
 WorkloadStatus = Literal["unknown", "starting", "running", "exited"]

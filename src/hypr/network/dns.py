@@ -114,6 +114,19 @@ class DnsService:
                     await release_lease(self._dir(net.id) / LEASES, net.bridge, nic.mac)
             await self._sync_views()
 
+    async def vm_renamed(self, old: VmRecord, vm: VmRecord) -> None:
+        """A running VM answers to its new name at once (dnsmasq re-reads a changed record)."""
+        async with self._lock:
+            if vm.id not in self.active:
+                return
+            self.active[vm.id] = vm
+            for nic in vm.nics:
+                net = self._network(nic.network_id)
+                if net is not None and nic.address is not None:
+                    hosts = self._dir(net.id) / "hosts"
+                    write_record(hosts, record_key(vm.id), record_names(vm, nic), nic.address)
+            await self._sync_views()
+
     async def vm_removed(self, vm: VmRecord) -> None:
         async with self._lock:
             for net_id, server in self.servers.items():

@@ -35,14 +35,23 @@ class Ipam:
         self.rows.add_ranges(network_id, [(lo, hi) for lo, hi in ranges if lo <= hi])
 
     def allocate(self, network_id: str, owner: str) -> IPv4Address:
-        """Hand out the lowest free address of the network."""
+        """Hand out the lowest free address of the network (of its IP range, if it has
+        one: requested addresses may lie anywhere in the subnet, as in Docker)."""
         with self.db.transaction():
-            lowest = self.rows.lowest_range(network_id)
+            net = self.networks.find(network_id)
+            low = 0
+            if net is not None and net.ip_range is not None:
+                low = int(net.ip_range.network_address)
+                high = int(net.ip_range.broadcast_address)
+                lowest = self.rows.lowest_range_within(network_id, low, high)
+            else:
+                lowest = self.rows.lowest_range(network_id)
             if lowest is None:
                 raise Exhausted(f"address pool exhausted for network {self._name(network_id)}")
             first, last = lowest
-            self._take(network_id, first, last, first, owner)
-            return IPv4Address(first)
+            value = max(first, low)
+            self._take(network_id, first, last, value, owner)
+            return IPv4Address(value)
 
     def reserve(self, network_id: str, address: IPv4Address, owner: str) -> IPv4Address:
         """Hand out one requested address, if it is in the pool and free."""

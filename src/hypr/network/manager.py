@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
@@ -33,6 +34,7 @@ from hypr.state.networks import NetworkRecord, NetworkRepository
 log = logging.getLogger(__name__)
 
 DEFAULT_NETWORK = "bridge"
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 AUTO_SUBNET_FIRST_OCTET = 89  # auto subnets are 10.89.0.0/16, 10.90.0.0/16, ...
 SUPPORTED_DRIVERS = ("bridge",)
 # Ranges a bridge must never be given: its address and connected route would shadow the
@@ -56,6 +58,9 @@ class NetworkRequest:
     internal: bool = False
     driver: str = "bridge"
     labels: dict[str, str] = field(default_factory=dict)
+    ip_range: str | None = None  # hand out addresses from this part of the subnet only
+    bridge: str | None = None  # the bridge's name (Docker's com.docker.network.bridge.name)
+    options: dict[str, str] = field(default_factory=dict)  # kept as given, for inspect
 
 
 # Called with a network id before a forced removal, to detach the VMs that use it.
@@ -138,21 +143,25 @@ class NetworkManager:
                 if not is_default:  # the configured default is the operator's own choice
                     await self._check_not_on_host(subnet)
             else:
-                if req.gateway is not None:
-                    raise InvalidArgument("--gateway needs --subnet")
+                if req.gateway is not None or req.ip_range is not None:
+                    what = "--gateway" if req.gateway is not None else "an IP range"
+                    raise InvalidArgument(f"{what} needs --subnet")
                 subnet = await self._pick_subnet(existing)
             gateway = parse_gateway(req.gateway, subnet)
+            ip_range = parse_ip_range(req.ip_range, subnet) if req.ip_range else None
             net = NetworkRecord(
                 id=new_id(),
                 name=req.name,
                 driver=req.driver,
                 subnet=subnet,
                 gateway=gateway,
-                bridge=await self._free_bridge_name(existing),
+                bridge=await self._bridge_name(req.bridge, existing),
                 internal=req.internal,
                 created=now_rfc3339(),
                 labels=dict(req.labels),
                 is_default=is_default,
+                ip_range=ip_range,
+                options=dict(req.options),
             )
             await self._build(net)
             for observer in self.observers:
@@ -181,11 +190,14 @@ class NetworkManager:
             log.info("removed network %s", net.name)
             return net
 
-    async def prune(self) -> list[NetworkRecord]:
-        """Remove every non-default network that no VM uses."""
+    async def prune(
+        self, only: Callable[[NetworkRecord], bool] = lambda net: True
+    ) -> list[NetworkRecord]:
+        """Remove every non-default network that no VM uses (of those `only` selects:
+        Docker's prune filters)."""
         removed = []
         for net in self.repo.all():
-            if net.is_default or self.attached_count(net.id):
+            if net.is_default or self.attached_count(net.id) or not only(net):
                 continue
             try:
                 removed.append(await self.remove(net.id))
@@ -239,8 +251,17 @@ class NetworkManager:
                 return candidate
         raise Conflict("no free /16 left in 10.89.0.0-10.255.255.255; pass --subnet")
 
-    async def _free_bridge_name(self, existing: list[NetworkRecord]) -> str:
+    async def _bridge_name(self, wanted: str | None, existing: list[NetworkRecord]) -> str:
+        """The name asked for, if it is a free interface name, else the next free vbrN."""
         used = {net.bridge for net in existing} | await link_names(self.ipr)
+        if wanted is not None:
+            if not _IFNAME.match(wanted):
+                raise InvalidArgument(
+                    f"invalid bridge name {wanted!r}: at most 15 letters, digits, '_', '.', '-'"
+                )
+            if wanted in used:
+                raise Conflict(f"bridge name {wanted} is already in use by another interface")
+            return wanted
         index = 0
         while f"vbr{index}" in used:
             index += 1
@@ -278,6 +299,17 @@ def parse_gateway(text: str | None, subnet: IPv4Network) -> IPv4Address:
     if gateway in (subnet.network_address, subnet.broadcast_address):
         raise InvalidArgument(f"gateway {text} is the network or broadcast address of {subnet}")
     return gateway
+
+
+def parse_ip_range(text: str, subnet: IPv4Network) -> IPv4Network:
+    """Docker's IPRange: a CIDR inside the subnet that dynamic addresses come from."""
+    try:
+        ip_range = ip_network(text, strict=False)
+    except ValueError:
+        raise InvalidArgument(f"invalid IP range {text!r}: expected an IPv4 CIDR") from None
+    if not isinstance(ip_range, IPv4Network) or not ip_range.subnet_of(subnet):
+        raise InvalidArgument(f"IP range {text} is not inside subnet {subnet}")
+    return ip_range
 
 
 def _check_no_overlap(subnet: IPv4Network, existing: list[NetworkRecord]) -> None:

@@ -32,10 +32,26 @@ def check_network_name(name: str) -> str:
 
 
 def check_vm_name(name: str) -> str:
-    """VM names are DNS labels, so that `<name>.hypr` always resolves."""
+    """Docker's container names (docker-compose 1.29 makes `project_service_1`) that are
+    also DNS names, so that `<name>.hypr` always resolves, and fit a host name (63)."""
+    parts = name.split(".")
+    if (
+        not _NAME.match(name)
+        or len(name) > 63
+        or any(not p or p.startswith("-") or p.endswith("-") for p in parts)
+    ):
+        raise InvalidArgument(
+            f"invalid VM name {name!r}: use letters, digits, '_', '.' and '-' (at most 63), "
+            "start with a letter or digit, no part between dots starting or ending with '-'"
+        )
+    return name
+
+
+def check_hostname(name: str) -> str:
+    """A guest's host name is a DNS label (RFC 1123)."""
     if not _HOSTNAME.match(name):
         raise InvalidArgument(
-            f"invalid VM name {name!r}: use a valid hostname (letters, digits and '-', "
-            "at most 63 characters, not starting or ending with '-')"
+            f"invalid hostname {name!r}: use letters, digits and '-', at most 63 "
+            "characters, not starting or ending with '-'"
         )
     return name

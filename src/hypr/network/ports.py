@@ -19,23 +19,30 @@ from hypr.errors import Conflict, HyprError, InternalError, InvalidArgument
 from hypr.state.ports import ANY_ADDRESS, PortForward
 
 PROTOCOLS = ("tcp", "udp")
-SPEC_SYNTAX = "[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp], ports may be ranges such as 8000-8010"
+SPEC_SYNTAX = (
+    "[[HOST_IP:]HOST_PORT:]GUEST_PORT[/tcp|udp], ports may be ranges such as 8000-8010, "
+    "no (or an empty) HOST_PORT picks a free one"
+)
+FREE_PORT = 0  # a forward's host port before one is picked (`-p 80`, `-p 127.0.0.1::80`)
 _PORTS = re.compile(r"^([0-9]{1,5})(?:-([0-9]{1,5}))?$")
 
 
 def parse_publish(spec: str, max_range: int = DEFAULT_MAX_PORT_RANGE) -> list[PortForward]:
     """Parse one `-p` value into one forward per port (a range gives several, at most
-    `max_range`)."""
+    `max_range`); without a host port each forward's is FREE_PORT, for the caller to pick."""
     text, slash, protocol = spec.strip().partition("/")
     protocol = protocol.lower() if slash else "tcp"
     if protocol not in PROTOCOLS:
         raise InvalidArgument(f"invalid port spec {spec!r}: protocol must be tcp or udp")
     parts = text.split(":")
-    if len(parts) not in (2, 3):
+    if len(parts) not in (1, 2, 3):
         raise InvalidArgument(f"invalid port spec {spec!r}: expected {SPEC_SYNTAX}")
     host_ip = _parse_host_ip(spec, parts[0]) if len(parts) == 3 else ANY_ADDRESS
-    host_first, host_last = _parse_ports(spec, parts[-2])
     guest_first, guest_last = _parse_ports(spec, parts[-1])
+    free = len(parts) == 1 or not parts[-2]
+    host_first, host_last = (
+        (FREE_PORT, FREE_PORT + guest_last - guest_first) if free else _parse_ports(spec, parts[-2])
+    )
     if host_last - host_first != guest_last - guest_first:
         raise InvalidArgument(
             f"invalid port spec {spec!r}: the host range has {host_last - host_first + 1} "
@@ -47,8 +54,10 @@ def parse_publish(spec: str, max_range: int = DEFAULT_MAX_PORT_RANGE) -> list[Po
             f"more than the {max_range} one range may publish (HYPR_MAX_PORT_RANGE)"
         )
     return [
-        PortForward(protocol, host_ip, host_first + offset, guest_first + offset)
-        for offset in range(host_last - host_first + 1)
+        PortForward(
+            protocol, host_ip, FREE_PORT if free else host_first + offset, guest_first + offset
+        )
+        for offset in range(guest_last - guest_first + 1)
     ]
 
 

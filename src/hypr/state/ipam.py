@@ -34,6 +34,15 @@ class IpamRepository:
         ).fetchone()
         return (row["first"], row["last"]) if row else None
 
+    def lowest_range_within(self, network_id: str, low: int, high: int) -> Range | None:
+        """The lowest free range that has an address in [low, high]."""
+        row = self.db.conn.execute(
+            "SELECT first, last FROM ip_free_ranges WHERE network_id = ? AND last >= ? "
+            "AND first <= ? ORDER BY first LIMIT 1",
+            (network_id, low, high),
+        ).fetchone()
+        return (row["first"], row["last"]) if row else None
+
     def range_from_below(self, network_id: str, value: int) -> Range | None:
         """The range that starts at `value` or closest below it (it may end before it)."""
         row = self.db.conn.execute(

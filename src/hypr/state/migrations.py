@@ -167,4 +167,10 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX volumes_mountpoint ON volumes (mountpoint) WHERE bound = 0;
     CREATE INDEX volumes_stack ON volumes (stack);
     """,
+    # 8: Docker's IPAM IPRange (the part of the subnet that addresses are handed out from
+    # when none is asked for) and a network's driver options as given, for inspect.
+    """
+    ALTER TABLE networks ADD COLUMN ip_range TEXT;
+    ALTER TABLE networks ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
+    """,
 ]

@@ -24,6 +24,9 @@ class NetworkRecord:
     created: str
     labels: dict[str, str] = field(default_factory=dict)
     is_default: bool = False
+    # Addresses are handed out from here when none is asked for (Docker's IPRange).
+    ip_range: IPv4Network | None = None
+    options: dict[str, str] = field(default_factory=dict)  # driver options, as given
 
     @property
     def short_id(self) -> str:
@@ -40,7 +43,8 @@ class NetworkRepository:
         with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO networks (id, name, driver, subnet, gateway, bridge, internal, "
-                "labels, created, is_default) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "labels, created, is_default, ip_range, options) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     net.id,
                     net.name,
@@ -52,6 +56,8 @@ class NetworkRepository:
                     json.dumps(net.labels),
                     net.created,
                     int(net.is_default),
+                    str(net.ip_range) if net.ip_range else None,
+                    json.dumps(net.options),
                 ),
             )
 
@@ -92,4 +98,6 @@ def _record(r: sqlite3.Row) -> NetworkRecord:
         created=r["created"],
         labels=json.loads(r["labels"]),
         is_default=bool(r["is_default"]),
+        ip_range=IPv4Network(r["ip_range"]) if r["ip_range"] else None,
+        options=json.loads(r["options"]),
     )

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from hypr.state.db import Database
 
 # Columns `VmRepository.update` may set: the VM's lifecycle, and the image it names (an id
-# once `rmi -f` took its tag); identity and spec never change.
+# once `rmi -f` took its tag); identity never changes, the spec only through `set_spec`.
 UPDATABLE_COLUMNS = frozenset(
     {"state", "pid", "exit_code", "error", "restarts", "started_at", "finished_at", "image"}
 )
@@ -34,6 +34,19 @@ class MountSpec:
     anonymous: bool = False  # a volume made for this VM alone: removed with it (rm -v, --rm)
     tmpfs_size: int = 0  # bytes; 0: the guest kernel's default (half of the VM's RAM)
     tmpfs_mode: int = 0o1777
+
+
+@dataclass(frozen=True)
+class HealthcheckSpec:
+    """A healthcheck run through exec in the guest, as Docker runs one in the container;
+    times in seconds."""
+
+    test: list[str]  # ["CMD", argv...] or ["CMD-SHELL", "command"]
+    interval: float = 30.0
+    timeout: float = 30.0
+    retries: int = 3
+    start_period: float = 0.0
+    start_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,12 @@ class VmSpec:
     stop_signal: str | None = None
     exposed_ports: list[str] = field(default_factory=list)  # the image's, "80/tcp"
     mounts: list[MountSpec] = field(default_factory=list)  # in the order they are mounted
+    healthcheck: HealthcheckSpec | None = None
+    stop_timeout: int | None = None  # seconds `stop` waits by default (Docker's StopTimeout)
+    # The workload's output is the console, a terminal either way: `tty` records that the
+    # client asked for one (Docker's Tty), so that logs and attach send it unframed.
+    tty: bool = False
+    extra_hosts: list[str] = field(default_factory=list)  # "NAME:IP" lines for /etc/hosts
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -68,6 +87,8 @@ class VmSpec:
     def from_json(cls, text: str) -> VmSpec:
         fields = json.loads(text)
         fields["mounts"] = [MountSpec(**m) for m in fields.get("mounts", [])]
+        if fields.get("healthcheck") is not None:
+            fields["healthcheck"] = HealthcheckSpec(**fields["healthcheck"])
         return cls(**fields)
 
     def volume_names(self) -> set[str]:
@@ -114,6 +135,11 @@ class PublishRequest:
     ports: tuple[str, ...] = ()
     ssh: bool = False
     publish_all: bool = False  # -P: every exposed port on a free host port
+
+
+def endpoint_id(vm_id: str, idx: int) -> str:
+    """A NIC's Docker endpoint id: 64 hex digits, the VM's id then the NIC's index."""
+    return f"{vm_id[:56]}{idx:08x}"
 
 
 @dataclass(frozen=True)
@@ -163,6 +189,29 @@ class VmRepository:
     def remove_nic(self, vm_id: str, idx: int) -> None:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM vm_nics WHERE vm_id = ? AND idx = ?", (vm_id, idx))
+
+    def renumber_nics_after(self, vm_id: str, idx: int) -> None:
+        """Close the gap a removed NIC left: the NICs after `idx` move down by one, so a
+        VM's NICs stay numbered 0..n-1 as its spec's per-NIC lists are."""
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT idx FROM vm_nics WHERE vm_id = ? AND idx > ? ORDER BY idx", (vm_id, idx)
+            ).fetchall()
+            for row in rows:
+                conn.execute(
+                    "UPDATE vm_nics SET idx = ? WHERE vm_id = ? AND idx = ?",
+                    (row["idx"] - 1, vm_id, row["idx"]),
+                )
+
+    def rename(self, vm_id: str, name: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE vms SET name = ? WHERE id = ?", (name, vm_id))
+
+    def set_spec(self, vm_id: str, spec: VmSpec) -> None:
+        """Only for a VM that is not running, whose network attachments change (Docker's
+        network connect and disconnect): the spec holds each NIC's aliases and --ip."""
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE vms SET spec = ? WHERE id = ?", (spec.to_json(), vm_id))
 
     def update(self, vm_id: str, **fields: Any) -> None:
         """Set columns of one VM; only the lifecycle columns in UPDATABLE_COLUMNS, so the
@@ -245,7 +294,7 @@ class VmRepository:
             Endpoint(
                 vm_id=row["id"],
                 vm_name=row["name"],
-                endpoint_id=f"{row['id'][:56]}{row['idx']:08x}",
+                endpoint_id=endpoint_id(row["id"], row["idx"]),
                 mac=row["mac"],
                 address=IPv4Address(row["address"]) if row["address"] is not None else None,
             )

@@ -27,6 +27,7 @@ bool probe;
 struct strv spec_argv, base_env;
 char *spec_workdir, *spec_user;
 int restart_policy = R_NO, max_restarts, stop_signal = SIGTERM, nlayers = 1;
+static struct strv extra_hosts; /* "ADDRESS<TAB>NAME" lines of /hypr/spec (--add-host) */
 
 void early_setup(void)
 {
@@ -210,9 +211,17 @@ void write_etc(void)
 			self = inet_ntoa(nics[i].addr);
 			break;
 		}
-	snprintf(b, sizeof b, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n",
-		 self, hostname);
-	write_file(NEWROOT "/etc/hosts", b);
+	n = snprintf(b, sizeof b, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n",
+		     self, hostname);
+	struct buf hosts = { 0 };
+	buf_add(&hosts, b, (size_t)n);
+	for (size_t i = 0; i < extra_hosts.n; i++) {
+		buf_add(&hosts, extra_hosts.v[i], strlen(extra_hosts.v[i]));
+		buf_add(&hosts, "\n", 1);
+	}
+	buf_add(&hosts, "", 1);
+	write_file(NEWROOT "/etc/hosts", hosts.p);
+	buf_free(&hosts);
 	if (sethostname(hostname, strlen(hostname)) < 0)
 		logmsg("sethostname: %s", strerror(errno));
 }
@@ -246,6 +255,8 @@ void read_spec(void)
 			spec_user = strdup(v);
 		else if (!strcmp(l, "stop_signal") && atoi(v) > 0)
 			stop_signal = atoi(v);
+		else if (!strcmp(l, "host") && strchr(v, '\t') && !strchr(v, '\n'))
+			strv_add(&extra_hosts, v);
 	}
 	free(text);
 	if (!spec_argv.n)

@@ -172,12 +172,17 @@ static void handle_frame(int type, uint32_t sid, const char *p, size_t n)
 			stdin_total += n;
 		}
 		break;
-	case F_SIGNAL:
-		if (n >= 1 && (s = find_session(sid)) && !s->reaped)
+	case F_SIGNAL: /* session 0: the workload (docker kill -s) */
+		if (n >= 1 && sid == 0 && wl.state == W_RUNNING)
+			kill_group(wl.pid, (unsigned char)p[0]);
+		else if (n >= 1 && sid && (s = find_session(sid)) && !s->reaped)
 			kill_group(s->pid, (unsigned char)p[0]);
 		break;
 	case F_SHUTDOWN:
 		handle_shutdown(p, n);
+		break;
+	case F_RESIZE:
+		handle_resize(sid, p, n);
 		break;
 	default:
 		logmsg("unknown frame type %d", type);

@@ -1,7 +1,9 @@
 /*
  * Exec sessions: one child per EXEC frame, its stdout/stderr pumped into
  * frames, its stdin fed from STDIN frames; EXIT once it is reaped and its
- * pipes are drained.
+ * pipes are drained.  With tty=1 the child gets a pty instead of pipes (stdin,
+ * stdout and stderr all on it, its controlling terminal): the master is read
+ * as stdout, written as stdin, and RESIZE frames set its window size.
  */
 #include "kestrel.h"
 
@@ -11,7 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
+
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER _IO('T', 0x41)
+#endif
 
 struct session *sessions;
 size_t stdin_total;
@@ -65,6 +72,54 @@ static void session_fail(uint32_t id, const char *msg, int code)
 	send_frame(F_EXIT, id, c, strlen(c));
 }
 
+static void set_winsize(int fd, unsigned long rows, unsigned long cols)
+{
+	struct winsize ws = { .ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols };
+	if (rows && cols && rows <= 0xffff && cols <= 0xffff)
+		ioctl(fd, TIOCSWINSZ, &ws);
+}
+
+/* rows=N and cols=N records (EXEC and RESIZE); false for any other record. */
+static bool size_record(const char *r, unsigned long *rows, unsigned long *cols)
+{
+	if (!strncmp(r, "rows=", 5))
+		*rows = strtoul(r + 5, NULL, 10);
+	else if (!strncmp(r, "cols=", 5))
+		*cols = strtoul(r + 5, NULL, 10);
+	else
+		return false;
+	return true;
+}
+
+/* p[0] the master, p[1] its peer: opened through the master, so it is the
+ * image root's devpts instance (the child's ttyname(3) finds it there). */
+static int open_pty(int p[2], unsigned long rows, unsigned long cols)
+{
+	int unlock = 0;
+	p[0] = open(NEWROOT "/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (p[0] < 0 || ioctl(p[0], TIOCSPTLCK, &unlock) < 0)
+		return -1;
+	p[1] = ioctl(p[0], TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (p[1] < 0)
+		return -1;
+	set_winsize(p[0], rows, cols);
+	return 0;
+}
+
+void handle_resize(uint32_t id, const char *p, size_t n)
+{
+	struct session *s = find_session(id);
+	char b[64];
+	unsigned long rows = 0, cols = 0;
+	if (!s || !s->tty || s->out < 0 || n >= sizeof b)
+		return;
+	memcpy(b, p, n);
+	b[n] = 0;
+	for (char *r = b; r < b + n; r += strlen(r) + 1)
+		size_record(r, &rows, &cols);
+	set_winsize(s->out, rows, cols);
+}
+
 void handle_exec(uint32_t id, const char *p, size_t n)
 {
 	if (find_session(id)) {
@@ -78,7 +133,8 @@ void handle_exec(uint32_t id, const char *p, size_t n)
 	recs[n] = 0;
 	struct strv argv = { 0 }, env = { 0 };
 	const char *cwd = spec_workdir, *user = spec_user;
-	bool want_stdin = false;
+	bool want_stdin = false, tty = false;
+	unsigned long rows = 0, cols = 0;
 	for (size_t i = 0; i < base_env.n; i++)
 		strv_add(&env, base_env.v[i]);
 	for (char *r = recs; r < recs + n; r += strlen(r) + 1) {
@@ -92,21 +148,31 @@ void handle_exec(uint32_t id, const char *p, size_t n)
 			user = r + 5;
 		else if (!strcmp(r, "stdin=1"))
 			want_stdin = true;
+		else if (!strcmp(r, "tty=1"))
+			tty = true;
+		else
+			size_record(r, &rows, &cols);
 	}
 	int po[2] = { -1, -1 }, pe[2] = { -1, -1 }, pi[2] = { -1, -1 };
 	if (!argv.n) {
 		session_fail(id, "kestrel: no command given\n", 127);
-	} else if (pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC) || (want_stdin && pipe2(pi, O_CLOEXEC))) {
+	} else if (tty && (open_pty(po, rows, cols) ||
+			   (want_stdin && (pi[1] = fcntl(po[0], F_DUPFD_CLOEXEC, 0)) < 0))) {
+		session_fail(id, "kestrel: cannot open a pty\n", 126);
+	} else if (!tty && (pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC) ||
+			    (want_stdin && pipe2(pi, O_CLOEXEC)))) {
 		session_fail(id, "kestrel: pipe failed\n", 126);
 	} else {
-		pid_t pid = spawn(argv.v, env.v, cwd, user, want_stdin ? pi[0] : devnull, po[1], pe[1]);
+		int fd0 = tty ? po[1] : want_stdin ? pi[0] : devnull;
+		pid_t pid = spawn(argv.v, env.v, cwd, user, fd0, po[1], tty ? po[1] : pe[1]);
 		if (pid < 0) {
 			session_fail(id, "kestrel: fork failed\n", 126);
 		} else {
 			struct session *s = calloc(1, sizeof *s);
 			if (s) {
 				*s = (struct session){ .next = sessions, .id = id, .pid = pid,
-						       .out = po[0], .err = pe[0], .in = pi[1] };
+						       .out = po[0], .err = pe[0], .in = pi[1],
+						       .tty = tty };
 				po[0] = pe[0] = pi[1] = -1;
 				fcntl(s->out, F_SETFL, O_NONBLOCK);
 				fcntl(s->err, F_SETFL, O_NONBLOCK);

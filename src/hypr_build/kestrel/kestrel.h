@@ -36,7 +36,7 @@
 #define MAX_LAYERS 24          /* microvm's virtio-mmio transports bound it anyway */
 #define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-enum { F_HELLO = 1, F_EXEC, F_STDIN, F_SIGNAL, F_SHUTDOWN };
+enum { F_HELLO = 1, F_EXEC, F_STDIN, F_SIGNAL, F_SHUTDOWN, F_RESIZE };
 enum { F_STATE = 0x81, F_STDOUT, F_STDERR, F_EXIT, F_WORKLOAD_EXIT };
 enum { R_NO, R_ALWAYS, R_ON_FAILURE };
 enum { W_STARTING, W_RUNNING, W_EXITED };
@@ -59,6 +59,7 @@ struct session {
 	int out, err, in;     /* our ends of the child's pipes, -1 once closed */
 	struct buf inq;       /* stdin not yet written to the child */
 	bool in_eof, reaped, orphan;
+	bool tty;             /* out is a pty master (in a dup of it); no err */
 	int code;
 };
 
@@ -139,6 +140,7 @@ void kill_sessions(void);
 struct session *find_session(uint32_t id);
 bool pump_pipe(struct session *s, int *fd, int type);
 void handle_exec(uint32_t id, const char *p, size_t n);
+void handle_resize(uint32_t id, const char *p, size_t n);
 void finish_sessions(void);
 
 /* channel.c */

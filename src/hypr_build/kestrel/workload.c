@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,6 +39,8 @@ pid_t spawn(char *const argv[], char *const envp[], const char *cwd, const char 
 	setsid();
 	if (dup2(fd0, 0) < 0 || dup2(fd1, 1) < 0 || dup2(fd2, 2) < 0)
 		_exit(126);
+	if (isatty(0)) /* an exec session's pty: make it the controlling terminal */
+		ioctl(0, TIOCSCTTY, 0);
 	if (chroot(NEWROOT) < 0 || chdir("/") < 0) {
 		dprintf(2, "kestrel: chroot: %s\n", strerror(errno));
 		_exit(126);

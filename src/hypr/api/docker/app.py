@@ -10,7 +10,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hypr import __version__
-from hypr.api.docker import system
+from hypr.api import registry
+from hypr.api.docker import containers, events, images, logs, networks, system, volumes
+from hypr.api.docker import exec as exec_api
 from hypr.api.docker.versions import API_VERSION, VERSION_KEY
 from hypr.api.errors import install_error_handlers
 from hypr.daemon.service import Daemon
@@ -48,4 +50,12 @@ def create_docker_app(daemon: Daemon) -> ASGIApp:
         return JSONResponse({"message": message}, status_code=exc.status_code)
 
     app.include_router(system.router)
+    app.include_router(containers.router)
+    app.include_router(networks.router)
+    app.include_router(images.router)
+    app.include_router(registry.router)  # /auth: `docker login` checks there
+    app.include_router(volumes.router)
+    app.include_router(events.router)
+    app.include_router(logs.router)
+    app.include_router(exec_api.router)
     return VersionPrefix(app)

@@ -5,7 +5,11 @@ connection as a raw, two-way byte stream; uvicorn only knows WebSocket upgrades.
 parses with h11 and runs the same ASGI app, and gives each request an extension,
 `scope["extensions"]["hypr.hijack"]`: awaiting it sends the 101 and returns the connection's
 reader and writer. A handler that hijacks owns the connection and sends no ASGI response;
-the connection is closed when the handler returns.
+the connection is closed when the handler returns. As Docker's own server, it answers
+`101 UPGRADED` to a request with an `Upgrade` header and `200 OK` (then the raw stream
+until the close) to one without; the handler names the stream's Content-Type. A client
+may half-close its side (the `docker` CLI does at stdin's EOF, or at once when it sends
+none): the reader sees EOF while the writer still works.
 
 `receive()` reports `http.disconnect` when the client goes away, also while a long poll or
 a followed log is being answered (docker's `run -d` never reads its `wait`).
@@ -27,7 +31,8 @@ log = logging.getLogger(__name__)
 
 HIJACK = "hypr.hijack"
 READ_SIZE = 65536
-Hijack = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+RAW_STREAM = "application/vnd.docker.raw-stream"
+Hijack = Callable[..., Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 
 class _Exchange:
@@ -89,19 +94,22 @@ class _Exchange:
                 await self.conn.write(h11.EndOfMessage())
                 self.response_done = True
 
-    async def hijack(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Answer 101 and hand over the raw connection (what was read past the request
-        is put back in front of the reader)."""
+    async def hijack(
+        self, content_type: str = RAW_STREAM
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Answer 101 (200 without `Upgrade`) and hand over the raw connection (what was
+        read past the request is put back in front of the reader)."""
         if self.response_started:
             raise RuntimeError("cannot hijack after the response started")
         while not self.body_done:
             await self.receive()
-        self.conn.stop_watching()
+        await self.conn.stop_watching()
         self.hijacked = True
-        head = (
-            b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\n"
-            b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
-        )
+        if any(name.lower() == b"upgrade" for name, _ in self.request.headers):
+            status = b"101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp"
+        else:
+            status = b"200 OK"
+        head = b"HTTP/1.1 %s\r\nContent-Type: %s\r\n\r\n" % (status, content_type.encode())
         self.conn.writer.write(head)
         await self.conn.writer.drain()
         return self.conn.raw_reader(), self.conn.writer
@@ -131,7 +139,10 @@ class _Connection:
         """Once a request is read, any EOF means the client is gone."""
 
         async def watch() -> None:
-            data = await self.reader.read(READ_SIZE)
+            try:
+                data = await self.reader.read(READ_SIZE)
+            except ConnectionError:  # reset: gone with our answer unread (`docker run -d`)
+                data = b""
             if data:
                 self._pending = data  # a pipelined request: h11 gets it later
             else:
@@ -139,10 +150,14 @@ class _Connection:
 
         self._watcher = asyncio.create_task(watch())
 
-    def stop_watching(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            self._watcher = None
+    async def stop_watching(self) -> None:
+        """Cancel the watcher and wait for it: until it is gone, its read holds the reader
+        (a second read would raise), and what it read is in `_pending` only after."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
     def raw_reader(self) -> asyncio.StreamReader:
         """The connection's reader with the bytes h11 or the watcher already took first."""
@@ -167,7 +182,7 @@ class _Connection:
                     return
                 exchange = _Exchange(self, event)
                 await self._run(exchange)
-                self.stop_watching()
+                await self.stop_watching()
                 if exchange.hijacked or exchange.disconnected.is_set():
                     return
                 if not exchange.body_done and not await self._drain_body():
@@ -178,7 +193,7 @@ class _Connection:
         except (h11.RemoteProtocolError, ConnectionError):
             return
         finally:
-            self.stop_watching()
+            await self.stop_watching()
             with contextlib.suppress(Exception):
                 self.writer.close()
                 await self.writer.wait_closed()
@@ -231,6 +246,8 @@ class DockerServer:
         self._connections.add(task)
         try:
             await _Connection(self.app, reader, writer).serve()
+        except asyncio.CancelledError:
+            pass  # stop(): a cancelled connection task would be logged as a failure
         finally:
             self._connections.discard(task)
 
