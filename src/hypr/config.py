@@ -52,6 +52,7 @@ class Settings:
     max_port_range: int = DEFAULT_MAX_PORT_RANGE  # most ports one `-p` range may publish
     # Registries spoken to in plain HTTP although not on loopback (HYPR_INSECURE_REGISTRIES).
     insecure_registries: tuple[str, ...] = ()
+    docker_addr: str = ""  # the Docker Engine API over TCP (API keys required); "": off
 
     def __post_init__(self) -> None:
         if self.max_port_range < 1:
@@ -103,6 +104,7 @@ class Settings:
             default_subnet=IPv4Network("10.88.0.0/16"),
             api_addr=os.environ.get("HYPR_API_ADDR", "127.0.0.1:41001"),
             metrics_addr=os.environ.get("HYPR_METRICS_ADDR", "127.0.0.1:41002"),
+            docker_addr=os.environ.get("HYPR_DOCKER_ADDR", ""),
             ssh_allowed_cidr=IPv4Network(os.environ.get("HYPR_SSH_ALLOWED_CIDR", "0.0.0.0/0")),
             ssh_port_min=_env_int("HYPR_SSH_PORT_MIN", 2200),
             ssh_port_max=_env_int("HYPR_SSH_PORT_MAX", 2299),

@@ -107,11 +107,15 @@ async def serve(settings: Settings) -> None:
     _make_run_dir(settings.run_dir)
     _claim_pid_file(settings.pid_file)
     daemon = Daemon(settings)
-    docker = DockerServer(create_docker_app(daemon), settings.docker_socket_path)
+    docker_app = create_docker_app(daemon)
+    docker = DockerServer(docker_app)
+    docker_tcp = DockerServer(BearerAuth(docker_app, daemon.api_keys))
     try:
         await daemon.start()
         settings.socket_path.unlink(missing_ok=True)
-        await docker.start()
+        await docker.listen_unix(settings.docker_socket_path)
+        if settings.docker_addr:
+            await docker_tcp.listen_tcp(**_host_port(settings.docker_addr))
         app = create_app(daemon)
         servers = [_listener(app, uds=str(settings.socket_path))]
         if settings.api_addr:
@@ -156,6 +160,7 @@ async def serve(settings: Settings) -> None:
         if not all(s.started for s in servers):
             raise StartupError("a listener could not start (see the log above)")
     finally:
+        await docker_tcp.stop()
         await docker.stop()
         await daemon.close()
         settings.socket_path.unlink(missing_ok=True)

@@ -228,17 +228,21 @@ class _Connection:
 
 
 class DockerServer:
-    """Serves an ASGI app on a Unix socket, with hijack support."""
+    """Serves an ASGI app, with hijack support, on a Unix socket or a TCP address."""
 
-    def __init__(self, app: ASGIApp, path: Path) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.path = path
         self._server: asyncio.Server | None = None
+        self._path: Path | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        self.path.unlink(missing_ok=True)
-        self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
+    async def listen_unix(self, path: Path) -> None:
+        path.unlink(missing_ok=True)  # noqa: ASYNC240 - once, at start-up
+        self._path = path
+        self._server = await asyncio.start_unix_server(self._accept, path=str(path))
+
+    async def listen_tcp(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._accept, host, port)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -258,4 +262,5 @@ class DockerServer:
                 task.cancel()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
-        self.path.unlink(missing_ok=True)
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
