@@ -14,10 +14,11 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypr.sandbox import in_ns, sh
+from hypr.sandbox import Hyprd, create_netns, delete_netns, in_ns, sh
 
 PROBE = Path(__file__).with_name("registry_probe.py")
 TOKEN_SERVER = Path(__file__).with_name("token_server.py")
@@ -235,6 +236,23 @@ def start_registry(
     registry = Registry(netns, root, port, proc, token, address)
     _wait_http(netns, f"http://{registry.host}/v2/", ("200", "401"), proc, registry.log_path)
     return registry
+
+
+@contextlib.contextmanager
+def hyprd_with_registry(root: Path) -> Iterator[tuple[Hyprd, Registry]]:
+    """A hyprd and an open registry in one namespace of their own (a module's lab): the
+    daemon in `root`/daemon, the registry in `root`/registry."""
+    ns = create_netns()
+    try:
+        hyprd = Hyprd(ns, root / "daemon")
+        hyprd.start()
+        registry = start_registry(ns, root / "registry")
+        try:
+            yield hyprd, registry
+        finally:
+            registry.stop()
+    finally:
+        delete_netns(ns)
 
 
 def probe(netns: str, *args: str, password: str | None = None) -> dict[str, object]:

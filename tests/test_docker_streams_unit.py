@@ -257,8 +257,8 @@ Connect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWrite
 
 def with_server(tmp_path: Path, test: Callable[[Connect], Awaitable[None]]) -> None:
     async def main() -> None:
-        server = DockerServer(echo_app(), tmp_path / "docker.sock")
-        await server.start()
+        server = DockerServer(echo_app())
+        await server.listen_unix(tmp_path / "docker.sock")
 
         async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
             return await asyncio.open_unix_connection(str(tmp_path / "docker.sock"))

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from hypr.sandbox import Hyprd, create_netns, delete_netns, in_ns, wait_for
+from hypr.sandbox import Hyprd, in_ns, wait_for
 from tests.oci_images import busybox_layers, debian_image
-from tests.registry import Registry, start_registry
+from tests.registry import Registry, hyprd_with_registry
 
 pytestmark = pytest.mark.vm
 
@@ -45,17 +45,8 @@ class Lab:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """One daemon and one registry in one namespace for the module: boots are the cost."""
     root = tmp_path_factory.mktemp("run-images")
-    ns = create_netns()
-    try:
-        hyprd = Hyprd(ns, root / "daemon")
-        hyprd.start()
-        registry = start_registry(ns, root / "registry")
-        try:
-            yield Lab(hyprd, registry, root)
-        finally:
-            registry.stop()
-    finally:
-        delete_netns(ns)
+    with hyprd_with_registry(root) as (hyprd, registry):
+        yield Lab(hyprd, registry, root)
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:

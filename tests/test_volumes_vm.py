@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from hypr.sandbox import Hyprd, create_netns, delete_netns, wait_for
+from hypr.sandbox import Hyprd, wait_for
 from hypr.vmm.virtiofs import VirtiofsDaemons
 from tests.oci_images import busybox_layers
-from tests.registry import Registry, start_registry
+from tests.registry import Registry, hyprd_with_registry
 
 pytestmark = pytest.mark.vm
 
@@ -52,17 +52,8 @@ class Lab:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """One daemon (and a registry for the image with a VOLUME) for the module."""
     root = tmp_path_factory.mktemp("volumes")
-    ns = create_netns()
-    try:
-        hyprd = Hyprd(ns, root / "daemon")
-        hyprd.start()
-        registry = start_registry(ns, root / "registry")
-        try:
-            yield Lab(hyprd, registry, root)
-        finally:
-            registry.stop()
-    finally:
-        delete_netns(ns)
+    with hyprd_with_registry(root) as (hyprd, registry):
+        yield Lab(hyprd, registry, root)
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:

@@ -17,7 +17,7 @@ from hypr import units
 from hypr.cli import pulling
 from hypr.cli.client import ClientError
 from hypr.cli.context import api
-from hypr.cli.output import print_json, print_table
+from hypr.cli.output import confirm_prune, inspect_each, print_pruned, print_table
 
 
 @click.command()
@@ -78,17 +78,7 @@ def _split_tag(name: str) -> tuple[str, str]:
 @click.argument("references", nargs=-1, required=True)
 def inspect(references: tuple[str, ...]) -> None:
     """Show images as JSON (Docker's shape)."""
-    found, missing = [], []
-    for ref in references:
-        try:
-            found.append(api().get(f"/images/{quote(ref, safe='')}/json"))
-        except ClientError as exc:
-            missing.append(str(exc))
-    print_json(found)
-    for message in missing:
-        click.echo(f"Error: {message}", err=True)
-    if missing:
-        raise click.exceptions.Exit(1)
+    inspect_each(references, lambda ref: api().get(f"/images/{quote(ref, safe='')}/json"))
 
 
 @click.command()
@@ -126,21 +116,13 @@ def tag(source: str, target: str) -> None:
 def prune(all_: bool, force: bool) -> None:
     """Remove unused images (dangling ones only, without -a)."""
     which = "all images without at least one VM" if all_ else "all dangling images"
-    if not force:
-        click.echo(f"WARNING! This will remove {which}.")
-        try:
-            if not click.confirm("Are you sure you want to continue?", default=False):
-                return
-        except click.Abort:
-            return
+    if not force and not confirm_prune(f"WARNING! This will remove {which}."):
+        return
     result = api().post("/images/prune", params={"all": all_})
-    if result["ImagesDeleted"]:
-        click.echo("Deleted Images:")
-        for item in result["ImagesDeleted"]:
-            for what, name in item.items():
-                click.echo(f"{what.lower()}: {name}")
-        click.echo("")
-    click.echo(f"Total reclaimed space: {units.human_size(result['SpaceReclaimed'])}")
+    deleted = [
+        f"{what.lower()}: {name}" for item in result["ImagesDeleted"] for what, name in item.items()
+    ]
+    print_pruned("Images", deleted, result["SpaceReclaimed"])
 
 
 @click.group()

@@ -6,9 +6,8 @@ import sys
 
 import click
 
-from hypr.cli.client import ClientError
 from hypr.cli.context import api
-from hypr.cli.output import print_json, print_json_lines, print_table
+from hypr.cli.output import each, print_json, print_json_lines, print_table
 
 
 @click.group(no_args_is_help=True)
@@ -100,17 +99,7 @@ def inspect(networks: tuple[str, ...]) -> None:
 @click.option("--force", "-f", is_flag=True, help="Even with VMs attached")
 def rm(networks: tuple[str, ...], force: bool) -> None:
     """Remove networks."""
-    client = api()
-    failed = False
-    for ref in networks:
-        try:
-            client.delete(f"/networks/{ref}", params={"force": force})
-            click.echo(ref)
-        except ClientError as exc:  # report each and go on, as docker does
-            click.echo(f"Error: {exc}", err=True)
-            failed = True
-    if failed:
-        raise click.exceptions.Exit(1)
+    each(networks, lambda ref: api().delete(f"/networks/{ref}", params={"force": force}))
 
 
 @app.command("prune")

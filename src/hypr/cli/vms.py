@@ -14,7 +14,7 @@ import click
 
 from hypr.cli.client import ClientError
 from hypr.cli.context import api
-from hypr.cli.output import fail, print_json, print_table
+from hypr.cli.output import each, fail, print_json, print_table
 
 NO_INTERSPERSED = {"allow_interspersed_args": False}  # what follows the image is the command
 
@@ -143,20 +143,6 @@ def port(vm: str, guest_port: str | None) -> None:
         click.echo(f"{fwd['host_ip']}:{fwd['host_port']}")
 
 
-def _each(refs: tuple[str, ...], action: Any) -> None:
-    """Apply `action` to every VM, reporting failures one line each, as docker does."""
-    failed = False
-    for ref in refs:
-        try:
-            action(ref)
-            click.echo(ref)
-        except ClientError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            failed = True
-    if failed:
-        raise click.exceptions.Exit(1)
-
-
 @click.command()
 @click.argument("vms", nargs=-1, required=True)
 @click.option(
@@ -164,14 +150,14 @@ def _each(refs: tuple[str, ...], action: Any) -> None:
 )
 def stop(vms: tuple[str, ...], time: int) -> None:
     """Stop running VMs (SIGTERM to the workload, SIGKILL after --time)."""
-    _each(vms, lambda ref: api().post(f"/vms/{ref}/stop", params={"timeout": time}))
+    each(vms, lambda ref: api().post(f"/vms/{ref}/stop", params={"timeout": time}))
 
 
 @click.command()
 @click.argument("vms", nargs=-1, required=True)
 def start(vms: tuple[str, ...]) -> None:
     """Start stopped VMs."""
-    _each(vms, lambda ref: api().post(f"/vms/{ref}/start"))
+    each(vms, lambda ref: api().post(f"/vms/{ref}/start"))
 
 
 @click.command()
@@ -180,7 +166,7 @@ def start(vms: tuple[str, ...]) -> None:
 @click.option("--volumes", "-v", is_flag=True, help="Remove the VMs' anonymous volumes too")
 def rm(vms: tuple[str, ...], force: bool, volumes: bool) -> None:
     """Remove VMs."""
-    _each(vms, lambda ref: api().delete(f"/vms/{ref}", params={"force": force, "v": volumes}))
+    each(vms, lambda ref: api().delete(f"/vms/{ref}", params={"force": force, "v": volumes}))
 
 
 @click.command()

@@ -7,11 +7,9 @@ from urllib.parse import quote
 
 import click
 
-from hypr import units
-from hypr.cli.client import ClientError
 from hypr.cli.context import api
 from hypr.cli.networks import parse_labels
-from hypr.cli.output import print_json, print_table
+from hypr.cli.output import confirm_prune, each, inspect_each, print_pruned, print_table
 
 
 @click.group(no_args_is_help=True)
@@ -67,17 +65,7 @@ def ls(quiet: bool, filters: tuple[str, ...]) -> None:
 @click.argument("names", nargs=-1, required=True)
 def inspect(names: tuple[str, ...]) -> None:
     """Show volumes as JSON (Docker's shape)."""
-    found, missing = [], []
-    for name in names:
-        try:
-            found.append(api().get(f"/volumes/{quote(name, safe='')}"))
-        except ClientError as exc:
-            missing.append(str(exc))
-    print_json(found)
-    for message in missing:
-        click.echo(f"Error: {message}", err=True)
-    if missing:
-        raise click.exceptions.Exit(1)
+    inspect_each(names, lambda name: api().get(f"/volumes/{quote(name, safe='')}"))
 
 
 @app.command("rm")
@@ -85,16 +73,10 @@ def inspect(names: tuple[str, ...]) -> None:
 @click.option("--force", "-f", is_flag=True, help="No error for a volume that does not exist")
 def rm(names: tuple[str, ...], force: bool) -> None:
     """Remove volumes (never one a VM uses)."""
-    failed = False
-    for name in names:
-        try:
-            api().delete(f"/volumes/{quote(name, safe='')}", params={"force": force})
-            click.echo(name)
-        except ClientError as exc:  # report each and go on, as docker does
-            click.echo(f"Error: {exc}", err=True)
-            failed = True
-    if failed:
-        raise click.exceptions.Exit(1)
+    each(
+        names,
+        lambda name: api().delete(f"/volumes/{quote(name, safe='')}", params={"force": force}),
+    )
 
 
 @app.command("prune")
@@ -103,17 +85,8 @@ def rm(names: tuple[str, ...], force: bool) -> None:
 def prune(all_: bool, force: bool) -> None:
     """Remove the anonymous volumes no VM uses (every unused one with -a)."""
     which = "all local volumes" if all_ else "anonymous local volumes"
-    if not force:
-        click.echo(f"WARNING! This will remove {which} not used by at least one VM.")
-        try:
-            if not click.confirm("Are you sure you want to continue?", default=False):
-                return
-        except click.Abort:
-            return
+    warning = f"WARNING! This will remove {which} not used by at least one VM."
+    if not force and not confirm_prune(warning):
+        return
     result = api().post("/volumes/prune", params={"all": all_})
-    if result["VolumesDeleted"]:
-        click.echo("Deleted Volumes:")
-        for name in result["VolumesDeleted"]:
-            click.echo(name)
-        click.echo("")
-    click.echo(f"Total reclaimed space: {units.human_size(result['SpaceReclaimed'])}")
+    print_pruned("Volumes", result["VolumesDeleted"], result["SpaceReclaimed"])

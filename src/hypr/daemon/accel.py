@@ -49,6 +49,13 @@ class AccelProbe:
             return None
         return task.result()
 
+    def describe(self) -> str:
+        """The accelerator in use, or the setting while the probe still runs."""
+        resolved = self.answer()
+        if resolved is not None:
+            return resolved
+        return f"{self.setting} (probing)" if self.setting == "auto" else self.setting
+
     async def wait(self) -> Accel:
         if self._task is None:
             self.start()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from hypr.daemon.reconcile import ACTIVE_STATES
+from hypr.daemon.vms import VmManager
 from hypr.state.vms import VmRecord
 
 KERNEL_LINE = re.compile(rb"^\[\s*\d+\.\d+\] ")
@@ -159,3 +160,30 @@ class RunWatch:
             return True
         # A run that began and ended between two looks changed started_at.
         return not self._seen and vm.started_at == self._started
+
+
+class Consoles:
+    """The console logs of the manager's VMs, by reference. An unknown VM fails when its
+    reader is made, before a response starts."""
+
+    def __init__(self, vms: VmManager) -> None:
+        self.vms = vms
+
+    def logs(
+        self, ref: str, *, kernel: bool = False, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[bytes]:
+        """`hypr logs` and `docker logs`: followed while the VM runs."""
+        vm_id = self.vms.get(ref).id
+        running = (lambda: self._running(vm_id)) if follow else None
+        return read_console(self.vms.log_path(vm_id), kernel=kernel, tail=tail, follow=running)
+
+    def attach(self, ref: str, *, logs: bool, stream: bool) -> AsyncIterator[bytes]:
+        """What `docker attach` and an attached `docker run` see: the console from now on
+        (all of it with `logs`), with `stream` until the run under way, or the next one
+        (`docker run` attaches before it starts the container), has ended."""
+        vm_id = self.vms.get(ref).id
+        watch = RunWatch(vm_id, self._running, self.vms.rows.get) if stream else None
+        return read_console(self.vms.log_path(vm_id), from_end=not logs, follow=watch)
+
+    def _running(self, vm_id: str) -> bool:
+        return vm_id in self.vms.running

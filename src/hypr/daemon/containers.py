@@ -1,5 +1,6 @@
 """Docker's container verbs that hypr's own API has no word for, composed from the VM
-manager: kill with a signal, rename, restart, the wait conditions, top and prune."""
+manager: create without a start, kill with a signal, rename, restart, the wait conditions,
+top, prune, exec instances, and network connect and disconnect."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import shlex
 import signal
 from collections.abc import Callable
 
+from hypr.daemon.execs import ExecConfig, ExecInstance, ExecRegistry
 from hypr.daemon.exits import Exit
 from hypr.daemon.reconcile import ACTIVE_STATES
+from hypr.daemon.requests import NetworkAttachment, RunRequest
 from hypr.daemon.vms import VmManager
 from hypr.errors import Conflict, HyprError, InvalidArgument
-from hypr.guest.wire import AgentDisconnected
+from hypr.guest.wire import AgentDisconnected, TtySize
+from hypr.network.manager import NetworkManager
 from hypr.network.names import check_vm_name
 from hypr.state.vms import VmRecord
 
@@ -25,8 +29,20 @@ AGENT_PID = "1"  # kestrel, PID 1 of every guest: not one of the workload's proc
 class ContainerService:
     """What Docker does to containers beyond run, stop and remove."""
 
-    def __init__(self, vms: VmManager) -> None:
+    def __init__(self, vms: VmManager, networks: NetworkManager, execs: ExecRegistry) -> None:
         self.vms = vms
+        self.networks = networks
+        self.execs = execs
+
+    def named(self, name: str) -> VmRecord | None:
+        """The VM that has this exact name (Docker's conflict names it)."""
+        vm = self.vms.rows.find(name)  # an exact name first, else an id (prefix)
+        return vm if vm is not None and vm.name == name else None
+
+    def create(self, req: RunRequest) -> VmRecord:
+        """Docker's create: the image must be here already (on a 404 the client pulls it
+        and asks again), and nothing starts."""
+        return self.vms.create(req.model_copy(update={"start": False, "pull": "never"}))
 
     async def kill(self, ref: str, signum: int) -> None:
         """SIGKILL powers the VM off at once: its workload dies with it (137) and is not
@@ -118,6 +134,29 @@ class ContainerService:
                 continue
             removed.append(vm.id)
         return removed
+
+    def exec_create(self, ref: str, config: ExecConfig, size: TtySize | None) -> ExecInstance:
+        """An exec instance in a running VM; its agent session begins at `exec_start`."""
+        vm = self.vms.get(ref)
+        if vm.id not in self.vms.running or vm.state != "running":
+            raise Conflict(f"container {vm.name} is not running")
+        return self.execs.create(vm.id, config, size)
+
+    async def exec_start(self, exec_id: str, detach: bool) -> ExecInstance:
+        """Start the exec's agent session; its output is the caller's to read unless
+        `detach`."""
+        agent = self.vms.agent(self.execs.get(exec_id).vm_id)
+        return await self.execs.start(exec_id, agent, detach)
+
+    async def connect(self, net_ref: str, vm_ref: str, attach: NetworkAttachment) -> None:
+        """Docker's `network connect` of a VM that is not running (see VmManager)."""
+        net = self.networks.get(net_ref)
+        attach = attach.model_copy(update={"network": net.id})
+        await self.vms.change_attachments(vm_ref, lambda vm: self.vms.nics.connect(vm, attach))
+
+    async def disconnect(self, net_ref: str, vm_ref: str) -> None:
+        net = self.networks.get(net_ref)
+        await self.vms.change_attachments(vm_ref, lambda vm: self.vms.nics.disconnect(vm, net.id))
 
 
 def _workload_process(titles: list[str], row: list[str], argv: list[str]) -> bool:

@@ -19,7 +19,7 @@ from hypr.config import Settings
 from hypr.errors import Conflict, HyprError, InvalidArgument, NotFound
 from hypr.images.content import ContentStore
 from hypr.images.puller import Puller, PullEvent
-from hypr.images.reference import Reference, parse_reference
+from hypr.images.reference import Reference, parse_reference, parse_registry
 from hypr.images.registry import RegistryClient
 from hypr.images.registry_auth import RegistryAuth
 from hypr.images.store import Image, ImageStore
@@ -72,7 +72,7 @@ class ImageService:
         self.content = content
         self._vms = vms
         self._retag_vm = retag_vm
-        insecure = settings.insecure_registries
+        insecure = self.insecure = settings.insecure_registries
         self.puller: Puller[RegistryAuth] = Puller(
             store, content, lambda auth: RegistryClient(auth, insecure)
         )
@@ -117,6 +117,12 @@ class ImageService:
             raise
         finally:
             del self._flights[key]
+
+    async def check_login(self, server: str, auth: RegistryAuth) -> None:
+        """Prove a user's credentials on a registry (`hypr login`); they are not kept."""
+        host = parse_registry(server)
+        async with RegistryClient(auth, self.insecure) as client:
+            await client.check_login(host)
 
     async def ensure(
         self,

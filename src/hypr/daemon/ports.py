@@ -54,6 +54,10 @@ class PortForwarder:
     def forwards(self, vm_id: str) -> list[PortForward]:
         return self.rows.for_vm(vm_id)
 
+    def forwards_by_vm(self) -> dict[str, list[PortForward]]:
+        """Every VM's forwards, by VM id (a VM without any has no entry)."""
+        return self.rows.by_vm()
+
     # --- VmObserver ----------------------------------------------------------------------
 
     def vm_created(self, vm: VmRecord, publish: PublishRequest) -> None:

@@ -1,7 +1,8 @@
 """The daemon's object graph, built once at start-up, and the facade the API calls.
 
 API handlers call only the methods of `Daemon`; the read models they render come from
-daemon/views.py, so no handler reaches into a manager's rows or repositories.
+daemon/views.py (assembled by details.py), so no handler reaches into a manager's rows or
+repositories. The facade delegates: each method is a service's, named for the API.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pyroute2 import AsyncIPRoute
 
 from hypr.config import Settings
 from hypr.daemon.apikeys import ApiKeys
-from hypr.daemon.console import RunWatch, read_console
+from hypr.daemon.console import Consoles
 from hypr.daemon.containers import ContainerService
+from hypr.daemon.details import ViewBuilder
 from hypr.daemon.events import Event, EventBus
 from hypr.daemon.execs import ExecConfig, ExecInstance, ExecRegistry
 from hypr.daemon.exits import Exit
@@ -28,15 +30,13 @@ from hypr.daemon.nicguard import NicGuard
 from hypr.daemon.ports import PortForwarder
 from hypr.daemon.requests import NetworkAttachment, RunRequest
 from hypr.daemon.stacks import StackManager
-from hypr.daemon.views import ContainerDetails, NetworkStats, VmDetails, nic_details
+from hypr.daemon.views import ContainerDetails, NetworkStats, VmDetails
 from hypr.daemon.vms import VmManager
 from hypr.daemon.volumes import VolumeService
-from hypr.errors import Conflict
 from hypr.guest.protocol import AgentClient
 from hypr.guest.wire import ExecResult, TtySize
 from hypr.images.content import ContentStore
-from hypr.images.reference import parse_registry
-from hypr.images.registry import RegistryAuth, RegistryClient
+from hypr.images.registry import RegistryAuth
 from hypr.images.store import Image, ImageStore
 from hypr.network.dns import DnsService
 from hypr.network.firewall import NftablesFirewall
@@ -111,14 +111,18 @@ class Daemon:
         self.vms.observers.append(self.dns)
         self.container_health = SpecHealth(self.vms)
         self.vms.observers.append(self.container_health)
-        self.containers = ContainerService(self.vms)
+        self.execs = ExecRegistry()
+        self.containers = ContainerService(self.vms, self.networks, self.execs)
         self.stacks = StackManager(self.vms, self.networks, StackOpRepository(self.db))
         self.api_keys = ApiKeys(ApiKeyRepository(self.db))
-        self.execs = ExecRegistry()
+        self.consoles = Consoles(self.vms)
         # Last among the observers: a creation that another observer refuses is no event.
         self.events = EventBus(self.networks.repo.find)
         self.vms.observers.append(self.events)
         self.networks.observers.append(self.events)
+        self.views = ViewBuilder(
+            self.vms, self.networks, self.volumes, self.ports, self.images, self.container_health
+        )
 
     async def start(self) -> None:
         """Reconcile the kernel with the database before serving any request."""
@@ -134,27 +138,19 @@ class Daemon:
     @property
     def accel(self) -> str:
         """The accelerator in use, or the setting while the probe still runs."""
-        resolved = self.vms.accel_in_use()
-        if resolved is not None:
-            return resolved
-        return (
-            f"{self.settings.accel} (probing)"
-            if self.settings.accel == "auto"
-            else self.settings.accel
-        )
+        return self.vms.accel.describe()
 
     # --- VM facade -----------------------------------------------------------------------
 
     def vm_details(self, vm: VmRecord) -> VmDetails:
-        return self._details([vm])[0]
+        return self.views.details([vm])[0]
 
     def vm_view(self, ref: str) -> VmDetails:
         return self.vm_details(self.vms.get(ref))
 
     def vm_views(self, all: bool = False) -> list[VmDetails]:
         """`ps`: the VMs with a hypervisor (every VM with `all`)."""
-        vms = [vm for vm in self.vms.all() if all or vm.state not in ("exited", "created")]
-        return self._details(vms)
+        return self.views.details(self.views.listed(all))
 
     async def run_vm(self, req: RunRequest, auth: RegistryAuth | None = None) -> VmDetails:
         """Pull the image first if `req.pull` says so, then create (and start) the VM."""
@@ -266,17 +262,13 @@ class Daemon:
     ) -> list[NetworkRecord]:
         return await self.networks.prune(only)
 
-    # --- Docker face: networks, images, events --------------------------------------------
+    # --- Docker face: networks and events ------------------------------------------------
 
     async def connect_network(self, net_ref: str, vm_ref: str, attach: NetworkAttachment) -> None:
-        """Docker's `network connect` of a VM that is not running (see VmManager)."""
-        net = self.networks.get(net_ref)
-        attach = attach.model_copy(update={"network": net.id})
-        await self.vms.change_attachments(vm_ref, lambda vm: self.vms.nics.connect(vm, attach))
+        await self.containers.connect(net_ref, vm_ref, attach)
 
     async def disconnect_network(self, net_ref: str, vm_ref: str) -> None:
-        net = self.networks.get(net_ref)
-        await self.vms.change_attachments(vm_ref, lambda vm: self.vms.nics.disconnect(vm, net.id))
+        await self.containers.disconnect(net_ref, vm_ref)
 
     def subscribe_events(self) -> AbstractContextManager[asyncio.Queue[Event]]:
         return self.events.subscribe()
@@ -289,35 +281,19 @@ class Daemon:
     def vm_console(
         self, ref: str, *, kernel: bool = False, tail: int | None = None, follow: bool = False
     ) -> AsyncIterator[bytes]:
-        """The console log (`hypr logs`, `docker logs`), followed while the VM runs. An
-        unknown VM fails here, before a response starts."""
-        details = self.vm_view(ref)
-        vm_id = details.vm.id
-        running = (lambda: self.vm_is_running(vm_id)) if follow else None
-        return read_console(details.log_path, kernel=kernel, tail=tail, follow=running)
+        return self.consoles.logs(ref, kernel=kernel, tail=tail, follow=follow)
 
     def vm_attach(self, ref: str, *, logs: bool, stream: bool) -> AsyncIterator[bytes]:
-        """What `docker attach` and an attached `docker run` see: the console from now on
-        (all of it with `logs`), with `stream` until the run under way, or the next one
-        (`docker run` attaches before it starts the container), has ended."""
-        details = self.vm_view(ref)
-        watch = RunWatch(details.vm.id, self.vm_is_running, self.vms.rows.get) if stream else None
-        return read_console(details.log_path, from_end=not logs, follow=watch)
+        return self.consoles.attach(ref, logs=logs, stream=stream)
 
     def exec_create(self, ref: str, config: ExecConfig, size: TtySize | None) -> ExecInstance:
-        vm = self.vms.get(ref)
-        if not self.vm_is_running(vm.id) or vm.state != "running":
-            raise Conflict(f"container {vm.name} is not running")
-        return self.execs.create(vm.id, config, size)
+        return self.containers.exec_create(ref, config, size)
 
     def exec_instance(self, exec_id: str) -> ExecInstance:
         return self.execs.get(exec_id)
 
     async def exec_start(self, exec_id: str, detach: bool) -> ExecInstance:
-        """Start the exec's agent session; its output is the caller's to read unless
-        `detach`."""
-        agent = self.vms.agent(self.execs.get(exec_id).vm_id)
-        return await self.execs.start(exec_id, agent, detach)
+        return await self.containers.exec_start(exec_id, detach)
 
     async def exec_resize(self, exec_id: str, size: TtySize) -> None:
         await self.execs.resize(exec_id, size)
@@ -326,38 +302,16 @@ class Daemon:
 
     def container_views(self, all: bool = True) -> list[ContainerDetails]:
         """Every VM (with `all`; else those with a hypervisor) as a container, newest first."""
-        return self._containers(
-            [vm for vm in self.vms.all() if all or vm.state not in ("exited", "created")]
-        )
+        return self.views.containers(self.views.listed(all))
 
     def container_view(self, ref: str) -> ContainerDetails:
-        return self._containers([self.vms.get(ref)])[0]
-
-    def _containers(self, vms: list[VmRecord]) -> list[ContainerDetails]:
-        image_ids = {
-            ref: image.id for image in self.images.all() for ref in (*image.repo_tags, image.id)
-        }
-        checks = {vm.id: self.container_health.of(vm.id) for vm in vms}
-        return [
-            ContainerDetails(
-                details=details,
-                image_id=image_ids.get(details.vm.image, ""),
-                health=check.status if (check := checks[details.vm.id]) else None,
-                failing_streak=check.failures if check else 0,
-            )
-            for details in self._details(vms)
-        ]
+        return self.views.containers([self.vms.get(ref)])[0]
 
     def container_named(self, name: str) -> VmRecord | None:
-        """The VM that has this exact name (Docker's conflict names it)."""
-        vm = self.vms.rows.find(name)  # an exact name first, else an id (prefix)
-        return vm if vm is not None and vm.name == name else None
+        return self.containers.named(name)
 
     def create_container(self, req: RunRequest) -> VmDetails:
-        """Docker's create: the image must be here already (on a 404 the client pulls it
-        and asks again), and nothing starts."""
-        vm = self.vms.create(req.model_copy(update={"start": False, "pull": "never"}))
-        return self.vm_details(vm)
+        return self.vm_details(self.containers.create(req))
 
     async def kill_container(self, ref: str, signum: int) -> None:
         await self.containers.kill(ref, signum)
@@ -395,10 +349,7 @@ class Daemon:
         ]
 
     async def check_login(self, server: str, auth: RegistryAuth) -> None:
-        """Prove a user's credentials on a registry (`hypr login`); they are not kept."""
-        host = parse_registry(server)
-        async with RegistryClient(auth, self.settings.insecure_registries) as client:
-            await client.check_login(host)
+        await self.image_service.check_login(server, auth)
 
     async def close(self) -> None:
         """Release handles; VMs and networks stay, so a restarted daemon adopts them."""
@@ -407,21 +358,3 @@ class Daemon:
         self.dns.close()
         self.ipr.close()
         self.db.close()
-
-    def _details(self, vms: list[VmRecord]) -> list[VmDetails]:
-        networks = {net.id: net for net in self.networks.all()}
-        volumes = {vol.name: vol.mountpoint for vol in self.volumes.all()}
-        return [
-            VmDetails(
-                vm=vm,
-                nics=nic_details(vm, networks),
-                forwards=self.ports.forwards(vm.id),
-                log_path=self.vms.log_path(vm.id),
-                running=vm.id in self.vms.running,
-                mount_paths=[
-                    volumes.get(m.source, "") if m.type == "volume" else m.source
-                    for m in vm.spec.mounts
-                ],
-            )
-            for vm in vms
-        ]

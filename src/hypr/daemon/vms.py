@@ -3,9 +3,8 @@ service, the supervisor and the reconciler.
 
 `create` is synchronous on purpose: names, MACs and addresses are claimed in one SQLite
 transaction with no await in between, so concurrent requests can never get the same ones.
-`start` records its intent (state `starting`) before it acts, then builds the kernel objects
-and boots; every step it took is undone if a later one fails, and a daemon killed at any
-step finds at its next start what it had begun (see reconcile.py).
+`start` hands the VM, locked, to the booter (boot.py), which records its intent before it
+acts and undoes every step it took if a later one fails.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import contextlib
 import logging
 import secrets
 import shutil
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
@@ -26,19 +24,18 @@ from pyroute2 import AsyncIPRoute
 from hypr import faults
 from hypr.config import Settings
 from hypr.daemon.accel import AccelProbe
+from hypr.daemon.boot import VmBooter
 from hypr.daemon.exits import Exit, ExitWaits
-from hypr.daemon.metrics import VM_BOOT_SECONDS
 from hypr.daemon.mounts import MountService
 from hypr.daemon.nics import NicService
 from hypr.daemon.observers import VmObserver
 from hypr.daemon.reconcile import ACTIVE_STATES, RESTARTED_POLICIES, Reconciler, runtime_dir
 from hypr.daemon.requests import RunRequest
-from hypr.daemon.specs import build_spec, guest_hosts
+from hypr.daemon.specs import build_spec
 from hypr.daemon.supervision import RunningVm, Supervisor
 from hypr.daemon.volumes import VolumeService
 from hypr.errors import Conflict, HyprError, NotFound
 from hypr.guest.protocol import AgentClient
-from hypr.guest.spec import GuestSpec, WorkloadSpec, kernel_args, spec_cpio
 from hypr.guest.wire import AgentDisconnected, ExecResult
 from hypr.images.store import ImageStore
 from hypr.network.ipam import Ipam
@@ -46,18 +43,13 @@ from hypr.network.manager import NetworkManager
 from hypr.network.names import check_vm_name, new_id, now_rfc3339
 from hypr.state.db import Database
 from hypr.state.vms import PublishRequest, VmRecord, VmRepository
-from hypr.vmm.adapter import SHARES_TAG, Accel, NicConfig, VmConfig, VmmAdapter
+from hypr.vmm.adapter import VmmAdapter
 
 log = logging.getLogger(__name__)
 
 REMEMBERED_EXITS = 256
 
 RUN_CLAIMED = faults.register("run.claimed", "run: rows, MACs and addresses claimed")
-RUN_INTENT = faults.register("run.intent", "run: state 'starting' recorded, nothing made")
-RUN_TAPS = faults.register("run.taps", "run: TAPs made and recorded, services told")
-RUN_SPAWNED = faults.register("run.spawned", "run: QEMU spawned, its pid not recorded")
-RUN_RECORDED = faults.register("run.recorded", "run: pid recorded, agent not ready")
-RUN_READY = faults.register("run.ready", "run: agent ready, state 'running' recorded")
 RM_STOPPED = faults.register("rm.stopped", "rm: hypervisor stopped, rows still there")
 RM_ROWS = faults.register("rm.rows", "rm: rows removed, files and services not yet")
 
@@ -96,14 +88,15 @@ class VmManager:
         self._removed_exit_codes: dict[str, int | None] = {}
         self.exits = ExitWaits()  # Docker's wait for the next exit, or for the removal
         self.observers: list[VmObserver] = []
+        self.booter = VmBooter(
+            self.rows, images, self.accel, self.nics, self.mounts, adapter, self.supervisor,
+            self.observers, self.run_root, self.log_path,
+        )  # fmt: skip
 
     # --- start-up ------------------------------------------------------------------------
 
     def resolve_accel_in_background(self) -> None:
         self.accel.start()
-
-    def accel_in_use(self) -> Accel | None:
-        return self.accel.answer()
 
     async def reconcile(self) -> None:
         """Adopt or kill every hypervisor found, mark the others exited, sweep stale TAPs,
@@ -175,7 +168,7 @@ class VmManager:
             vm = self.get(vm.id)
             if vm.state in ACTIVE_STATES:
                 raise Conflict(f"VM {vm.name} is already running")
-            await self._boot(vm)
+            await self.booter.boot(vm, self._on_exit)
         return self.get(vm.id)
 
     async def stop(self, ref: str, grace: float = 10.0) -> VmRecord:
@@ -286,110 +279,6 @@ class VmManager:
             name = f"vm-{secrets.token_hex(3)}"
             if not self.rows.name_taken(name):
                 return name
-
-    async def _boot(self, vm: VmRecord) -> None:
-        """Intent, addresses, TAPs, hypervisor, agent. If the boot fails, TAPs and addresses
-        are released and the VM is left exited with the reason."""
-        image = self.images.get(vm.image)
-        accel = await self.accel.wait()
-        prior = {
-            "state": vm.state, "started_at": vm.started_at, "finished_at": vm.finished_at,
-            "exit_code": vm.exit_code, "error": vm.error,
-        }  # fmt: skip
-        self.rows.update(
-            vm.id, state="starting", pid=None, started_at=now_rfc3339(),
-            finished_at=None, exit_code=None, error=None,
-        )  # fmt: skip
-        faults.point(RUN_INTENT)
-        run_dir = runtime_dir(self.run_root, vm.id)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir(parents=True)
-        try:
-            nics = await self.nics.attach(vm)
-            vm = self.rows.get(vm.id) or vm
-            for observer in self.observers:
-                await observer.vm_starting(vm)
-        except BaseException:
-            await self._undo_boot(vm.id)
-            self.rows.update(vm.id, **prior)  # nothing was made: as it was
-            raise
-        faults.point(RUN_TAPS)
-        try:
-            # Rendering refuses what the guest cannot be told (a NUL in argv, say).
-            layers = list(image.layers)
-            shares, mounts = self.mounts.for_boot(vm.spec.mounts)
-            guest = GuestSpec(
-                hostname=vm.spec.hostname or vm.name,
-                nics=[nic for _, nic in nics],
-                dns=self.nics.dns_servers(vm),
-                workload=WorkloadSpec(
-                    argv=vm.spec.argv,
-                    env=vm.spec.env,
-                    workdir=vm.spec.workdir,
-                    restart=vm.spec.restart,  # type: ignore[arg-type]
-                    max_restarts=vm.spec.max_restarts,
-                    user=vm.spec.user,
-                    stop_signal=vm.spec.stop_signal,
-                    hosts=guest_hosts(vm.spec, [nic for _, nic in nics]),
-                ),
-                layers=len(layers),
-                shares_tag=SHARES_TAG if shares else None,
-            )
-            config = VmConfig(
-                vm_id=vm.id,
-                vcpus=vm.spec.vcpus,
-                memory_mib=vm.spec.memory_mib,
-                kernel=self.accel.kernel,
-                initrd=self.accel.initramfs,
-                # The shared-folder modules travel only with the VMs that load them.
-                initrd_append=(self.accel.shares_initramfs.read_bytes() if shares else b"")
-                + spec_cpio(guest.workload, mounts),
-                cmdline=kernel_args(guest),
-                layers=layers,
-                nics=[NicConfig(tap, nic.mac) for tap, nic in nics],
-                runtime_dir=run_dir,
-                console_log=self.log_path(vm.id),
-                accel=accel,
-                shares=shares,
-            )
-            handle = await self.adapter.create(config)
-        except Exception as exc:
-            await self._undo_boot(vm.id)
-            self.rows.update(vm.id, state="exited", error=str(exc), finished_at=now_rfc3339())
-            raise HyprError(f"VM {vm.name} failed to start: {exc}") from exc
-        faults.point(RUN_SPAWNED)
-        self.rows.update(vm.id, pid=handle.pid, restarts=0)
-        faults.point(RUN_RECORDED)
-        running = RunningVm(handle)
-        self.supervisor.watch(vm.id, running, self._on_exit)
-        booted = asyncio.create_task(self.supervisor.attach_agent(vm.id, adopt=False))
-        exited = asyncio.create_task(running.exited.wait())
-        spawned = time.monotonic()
-        await asyncio.wait({booted, exited}, return_when=asyncio.FIRST_COMPLETED)
-        if booted.done() and booted.exception() is None:
-            exited.cancel()
-            VM_BOOT_SECONDS.observe(time.monotonic() - spawned)
-            faults.point(RUN_READY)
-            return
-        if not exited.done():  # the agent never answered: give up on this boot
-            await self.adapter.kill(handle)
-            await running.exited.wait()
-        booted.cancel()
-        with contextlib.suppress(BaseException):
-            await booted
-        await self.nics.release(vm.id)
-        final = self.rows.get(vm.id)
-        reason = final.error if final and final.error else "the VM stopped during boot"
-        raise HyprError(f"VM {vm.name} failed to boot: {reason}")
-
-    async def _undo_boot(self, vm_id: str) -> None:
-        """Release what a boot that did not happen had taken (observers, TAPs, addresses)."""
-        vm = self.rows.get(vm_id)
-        if vm is not None:
-            for observer in self.observers:
-                with contextlib.suppress(Exception):
-                    await observer.vm_stopped(vm)
-        await self.nics.release(vm_id)
 
     async def _on_exit(
         self, vm_id: str, running: RunningVm, exit_code: int | None, error: str | None

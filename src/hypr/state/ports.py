@@ -57,6 +57,16 @@ class PortForwardRepository:
         )
         return [_forward(row) for row in rows]
 
+    def by_vm(self) -> dict[str, list[PortForward]]:
+        """Every VM's forwards (in for_vm's order) in one query, for a list of many VMs."""
+        rows = self.db.conn.execute(
+            "SELECT * FROM port_forwards ORDER BY vm_id, host_port, protocol, host_ip"
+        )
+        found: dict[str, list[PortForward]] = {}
+        for row in rows:
+            found.setdefault(row["vm_id"], []).append(_forward(row))
+        return found
+
     def holder(self, fwd: PortForward) -> str | None:
         """The name of the VM whose forward clashes with `fwd`, if any."""
         row = self.db.conn.execute(

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, ValidationError
 
+from hypr.api.docker.endpoints import EndpointSettings
 from hypr.api.models import DockerBody
 from hypr.daemon.requests import HealthcheckRequest, MountRequest, NetworkAttachment, RunRequest
 from hypr.errors import InvalidArgument
@@ -131,21 +132,8 @@ class HostConfigBody(DockerBody):
     LogConfig: dict[str, Any] | None = None
 
 
-class IpamConfig(DockerBody):
-    IPv4Address: str | None = None
-    IPv6Address: str | None = None
-    LinkLocalIPs: list[str] | None = None
-
-
-class EndpointConfig(DockerBody):
-    IPAMConfig: IpamConfig | None = None
-    Aliases: list[str] | None = None
-    Links: list[str] | None = None
-    MacAddress: str | None = None
-
-
 class NetworkingConfigBody(DockerBody):
-    EndpointsConfig: dict[str, EndpointConfig | None] | None = None
+    EndpointsConfig: dict[str, EndpointSettings | None] | None = None
 
 
 class ContainerCreate(DockerBody):
@@ -299,19 +287,16 @@ def _networks(body: ContainerCreate, host: HostConfigBody) -> list[NetworkAttach
     return attachments
 
 
-def _attachment(network: str, config: EndpointConfig | None, mac: str | None) -> NetworkAttachment:
-    config = config or EndpointConfig()
-    ipam = config.IPAMConfig or IpamConfig()
+def _attachment(
+    network: str, config: EndpointSettings | None, mac: str | None
+) -> NetworkAttachment:
+    config = config or EndpointSettings()
+    ipam = config.ipam
     if ipam.IPv6Address or ipam.LinkLocalIPs:
         raise InvalidArgument(f"network {network}: IPv6 and link-local addresses are not supported")
     if config.Links:
         raise InvalidArgument(f"network {network}: {REFUSED['Links'][1]}")
-    return NetworkAttachment(
-        network=network,
-        ip=ipam.IPv4Address or None,
-        mac=config.MacAddress or mac,
-        aliases=list(config.Aliases or []),
-    )
+    return config.attachment(network, mac)
 
 
 def _ports(host: HostConfigBody, exposed: dict[str, Any]) -> tuple[list[str], bool]:

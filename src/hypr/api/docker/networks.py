@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request, Response
 
 from hypr.api.deps import daemon_of
 from hypr.api.docker.containers import container
+from hypr.api.docker.endpoints import EndpointSettings
 from hypr.api.docker.filters import (
     Filters,
     boolean,
@@ -26,7 +27,6 @@ from hypr.api.docker.filters import (
 )
 from hypr.api.models import DockerBody, DockerNetworkCreate
 from hypr.api.networks import network_inspect, network_request
-from hypr.daemon.requests import NetworkAttachment
 from hypr.daemon.service import Daemon
 from hypr.errors import InvalidArgument
 from hypr.state.networks import NetworkRecord
@@ -35,19 +35,6 @@ router = APIRouter(prefix="/networks", tags=["docker networks"])
 
 LIST_FILTERS = ("dangling", "driver", "id", "label", "name", "scope", "type")
 PRUNE_FILTERS = ("label", "label!", "until")
-
-
-class IpamEndpoint(DockerBody):
-    IPv4Address: str | None = None
-    IPv6Address: str | None = None
-    LinkLocalIPs: list[str] | None = None
-
-
-class EndpointSettings(DockerBody):
-    IPAMConfig: IpamEndpoint | None = None
-    Links: list[str] | None = None
-    Aliases: list[str] | None = None
-    MacAddress: str | None = None
 
 
 class ConnectRequest(DockerBody):
@@ -87,20 +74,14 @@ async def create_network(body: DockerNetworkCreate, request: Request) -> dict[st
 async def connect(ref: str, body: ConnectRequest, request: Request) -> Response:
     daemon = daemon_of(request)
     endpoint = body.EndpointConfig or EndpointSettings()
-    ipam = endpoint.IPAMConfig or IpamEndpoint()
+    ipam = endpoint.ipam
     if endpoint.Links:
         raise InvalidArgument("links are not supported: VMs find each other by name and alias")
     if ipam.IPv6Address or ipam.LinkLocalIPs:
         raise InvalidArgument("IPv6 and link-local addresses are not supported")
     net = daemon.network(ref)
     vm_id = container(daemon, body.Container).vm.id
-    attachment = NetworkAttachment(
-        network=net.id,
-        ip=ipam.IPv4Address or None,
-        mac=endpoint.MacAddress or None,
-        aliases=list(endpoint.Aliases or []),
-    )
-    await daemon.connect_network(net.id, vm_id, attachment)
+    await daemon.connect_network(net.id, vm_id, endpoint.attachment(net.id))
     return Response(status_code=200)
 
 
