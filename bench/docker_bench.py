@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,22 +29,9 @@ from pathlib import Path
 
 import httpx
 
-from hypr.sandbox import Hyprd, create_netns, delete_netns, sh
+from hypr.sandbox import Hyprd, sh, throwaway_hyprd
 
 DOCKER_API = "/v1.44"  # what the docker CLI 28 negotiates down to with hypr
-
-
-@contextmanager
-def daemon() -> Iterator[Hyprd]:
-    ns = create_netns("hyprb")
-    root = Path(tempfile.mkdtemp(prefix="hypr-docker-bench-"))
-    try:
-        hyprd = Hyprd(ns, root)
-        hyprd.start()
-        yield hyprd
-    finally:
-        delete_netns(ns)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 # --- run ----------------------------------------------------------------------------------
@@ -87,7 +72,7 @@ def run_to_exec_ready(hyprd: Hyprd, face: str, probe: Probe) -> tuple[float, flo
 def bench_run(runs: int, native_probe: bool) -> None:
     probes = {"docker": docker_probe if native_probe else hypr_probe, "hypr": hypr_probe}
     times: dict[str, list[tuple[float, float]]] = {"docker": [], "hypr": []}
-    with daemon() as hyprd:
+    with throwaway_hyprd() as hyprd:
         for face in ("hypr", "docker"):  # warm-up: the accelerator probe, caches
             run_to_exec_ready(hyprd, face, probes[face])
         for i in range(runs):
@@ -211,7 +196,7 @@ def report(title: str, results: dict[str, tuple[list[float], float]], goal: bool
 
 
 def bench_list(vm_count: int, at_once: int, requests: int) -> None:
-    with daemon() as hyprd:
+    with throwaway_hyprd() as hyprd:
         took = boot_vms(hyprd, vm_count, at_once)
         assert hyprd.proc is not None  # `ip netns exec` execs hyprd: the same process
         pid = hyprd.proc.pid

@@ -19,13 +19,11 @@ import re
 import shutil
 import statistics
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-from hypr.sandbox import Hyprd, create_netns, delete_netns
+from hypr.sandbox import Hyprd, throwaway_hyprd
 
 SIZE_MIB = 256
 SMALL_FILES = 5000
@@ -56,19 +54,6 @@ cd .. && rm -rf small
 t3=$(now)
 echo "create $(( (t1-t0)*10 )) stat $(( (t2-t1)*10 )) delete $(( (t3-t2)*10 ))"
 """
-
-
-@contextmanager
-def daemon() -> Iterator[Hyprd]:
-    ns = create_netns("hyprb")
-    root = Path(tempfile.mkdtemp(prefix="hypr-volume-bench-"))
-    try:
-        hyprd = Hyprd(ns, root)
-        hyprd.start()
-        yield hyprd
-    finally:
-        delete_netns(ns)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 Runner = Callable[[str, str], str]
@@ -108,7 +93,7 @@ def phases(text: str) -> dict[str, int]:
 
 
 def bench_io(repeats: int) -> None:
-    with daemon() as hyprd:
+    with throwaway_hyprd() as hyprd:
         hyprd.ok("run", "-d", "--name", "io", "-m", "1g", "-v", "benchvol:/vol", "busybox",
                  "sleep", "1d")  # fmt: skip
         mountpoint = Path(hyprd.inspect("io")["mounts"][0]["host_path"])
@@ -150,7 +135,7 @@ def run_to_exec_ready(hyprd: Hyprd, *volume: str) -> tuple[float, float]:
 
 
 def bench_boot(runs: int) -> None:
-    with daemon() as hyprd:
+    with throwaway_hyprd() as hyprd:
         hyprd.ok("volume", "create", "bootvol")
         run_to_exec_ready(hyprd)  # warm-up: the accelerator probe, caches
         plain: list[float] = []

@@ -11,12 +11,14 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +235,17 @@ def plug_endpoint(ns: str, endpoint: str, bridge: str, address: str, gateway: st
     in_ns(endpoint, "ip", "addr", "add", address, "dev", "eth0")
     in_ns(endpoint, "ip", "link", "set", "eth0", "up")
     in_ns(endpoint, "ip", "route", "add", "default", "via", gateway)
+
+
+@contextlib.contextmanager
+def throwaway_hyprd(prefix: str = "hyprb") -> Iterator[Hyprd]:
+    """A hyprd in a namespace and directories of its own, all gone afterwards (benchmarks)."""
+    ns = create_netns(prefix)
+    root = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    try:
+        hyprd = Hyprd(ns, root)
+        hyprd.start()
+        yield hyprd
+    finally:
+        delete_netns(ns)
+        shutil.rmtree(root, ignore_errors=True)
