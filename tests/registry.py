@@ -238,6 +238,21 @@ def start_registry(
     return registry
 
 
+PULL_TIMEOUT = 600  # a bound under the test machine's load, not a sleep
+
+
+@dataclass
+class RegistryLab:
+    """A module's daemon and registry (see hyprd_with_registry)."""
+
+    hyprd: Hyprd
+    registry: Registry
+    root: Path
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.hyprd.hypr("run", *args, timeout=PULL_TIMEOUT)
+
+
 @contextlib.contextmanager
 def hyprd_with_registry(root: Path) -> Iterator[tuple[Hyprd, Registry]]:
     """A hyprd and an open registry in one namespace of their own (a module's lab): the

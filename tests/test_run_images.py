@@ -10,33 +10,23 @@ import shutil
 import subprocess
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from hypr.sandbox import Hyprd, in_ns, wait_for
+from hypr.sandbox import in_ns, wait_for
 from tests.oci_images import busybox_layers, debian_image
-from tests.registry import Registry, hyprd_with_registry
+from tests.registry import PULL_TIMEOUT, RegistryLab, hyprd_with_registry
 
 pytestmark = pytest.mark.vm
 
-PULL_TIMEOUT = 600  # a bound under the test machine's load, not a sleep
 # A shell that waits for SIGQUIT (the image's StopSignal); SIGTERM would kill it with 143.
 TRAP = "trap 'echo got-quit; exit 7' QUIT; while :; do sleep 0.1; done"
 
 
-@dataclass
-class Lab:
-    hyprd: Hyprd
-    registry: Registry
-    root: Path
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.hyprd.hypr("run", *args, timeout=PULL_TIMEOUT)
-
+class Lab(RegistryLab):
     def exec(self, vm: str, *argv: str) -> str:
         return self.hyprd.ok("exec", vm, "--", *argv).strip()
 

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,22 +16,12 @@ import pytest
 from hypr.sandbox import Hyprd, wait_for
 from hypr.vmm.virtiofs import VirtiofsDaemons
 from tests.oci_images import busybox_layers
-from tests.registry import Registry, hyprd_with_registry
+from tests.registry import RegistryLab, hyprd_with_registry
 
 pytestmark = pytest.mark.vm
 
-PULL_TIMEOUT = 600  # a bound under the test machine's load, not a sleep
 
-
-@dataclass
-class Lab:
-    hyprd: Hyprd
-    registry: Registry
-    root: Path
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.hyprd.hypr("run", *args, timeout=PULL_TIMEOUT)
-
+class Lab(RegistryLab):
     def sh(self, vm: str, script: str) -> subprocess.CompletedProcess[str]:
         return self.hyprd.hypr("exec", vm, "--", "sh", "-c", script)
 
