@@ -61,16 +61,16 @@ def bridge_of(hyprd: Hyprd, network: str) -> str:
 
 
 def complete(hyprd: Hyprd) -> bool:
-    services = stack(hyprd)["services"]
+    vms = stack(hyprd)["vms"]
     return (
         not hyprd.db_rows("SELECT project FROM stack_ops")
-        and sorted(services) == ["a", "b"]
-        and all(vm["state"] == "running" for vm in services.values())
+        and sorted(vm["service"] for vm in vms) == ["a", "b"]
+        and all(vm["state"] == "running" for vm in vms)
     )
 
 
 def gone(hyprd: Hyprd) -> bool:
-    return not hyprd.db_rows("SELECT project FROM stack_ops") and stack(hyprd)["services"] == {}
+    return not hyprd.db_rows("SELECT project FROM stack_ops") and stack(hyprd)["vms"] == []
 
 
 def crash_and_restart(hyprd: Hyprd, run: Callable[[], subprocess.CompletedProcess[str]]) -> None:
@@ -98,8 +98,8 @@ def test_interrupted_up_is_finished_at_restart(
     crash_and_restart(hyprd, lambda: compose(hyprd, path, "up", "-d"))
     wait_for(lambda: complete(hyprd), timeout=120)
 
-    services = stack(hyprd)["services"]
-    assert sorted(vm["name"] for vm in services.values()) == ["crash-a-1", "crash-b-1"]
+    vms = stack(hyprd)["vms"]
+    assert sorted(vm["name"] for vm in vms) == ["crash-a-1", "crash-b-1"]
     assert sorted(r[0] for r in hyprd.db_rows("SELECT name FROM vms")) == [
         "crash-a-1",
         "crash-b-1",

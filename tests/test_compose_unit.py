@@ -10,14 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hypr.compose.files import Options, find_sources, project_name
 from hypr.compose.interpolate import interpolate_string, read_env_file
-from hypr.compose.project import (
-    dependency_order,
-    find_compose_file,
-    load_project,
-    project_name,
-    read_document,
-)
+from hypr.compose.loader import load_document
+from hypr.compose.project import dependency_order, load_project
 from hypr.errors import InvalidArgument
 
 ENV = {"SET": "value", "EMPTY": ""}
@@ -93,7 +89,7 @@ def test_three_tier_normalises_with_compose_names() -> None:
     project = load_project(three_tier(), "shop")
     assert [s.name for s in project.services] == ["db", "api", "web"]
     db = project.service("db")
-    assert db.vm_name == "shop-db-1"
+    assert db.vm_name(1) == "shop-db-1"
     assert [(a.network, a.aliases, a.ipv4_address) for a in db.networks] == [
         ("shop_backend", ["db", "database"], "10.90.0.10")
     ]
@@ -175,16 +171,16 @@ def test_file_discovery_project_name_dotenv_and_env_file(tmp_path: Path) -> None
         "services:\n  web:\n    image: busybox:${TAG}\n    env_file: web.env\n"
         "    environment:\n      GREETING: ${GREETING}\n"
     )
-    path = find_compose_file(None, stack)
-    assert path.name == "docker-compose.yml"
-    document = read_document(path, {})
-    assert project_name(None, document, path.parent) == "mystack"
-    assert project_name("other", document, path.parent) == "other"
+    sources = find_sources(Options(), stack, {})
+    assert [Path(f).name for f in sources.files] == ["docker-compose.yml"]
+    document = load_document(sources, str, stack).document
+    assert project_name(None, {}, document, sources.project_dir) == "mystack"
+    assert project_name("other", {}, document, sources.project_dir) == "other"
     service = load_project(document, "mystack").service("web")
     assert service.image == "busybox:1.36"
     assert sorted(service.env) == ["FROM_FILE=yes", "GREETING=hello"]
     with pytest.raises(InvalidArgument, match="no compose file"):
-        find_compose_file(None, tmp_path)
+        find_sources(Options(), tmp_path, {})
 
 
 def test_compose_refuses_an_environment_entry_without_a_name() -> None:

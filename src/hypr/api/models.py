@@ -204,6 +204,22 @@ class StackUpRequest(HyprModel):
     # file's directory, and the home of its user. Without them such paths are refused.
     project_dir: str | None = None
     home: str | None = None
+    # Which services (hypr.compose.select): active profiles, services named on the
+    # command line (none: every enabled one), replicas by service (`--scale`), --no-deps.
+    profiles: list[str] = Field(default_factory=list)
+    services: list[str] = Field(default_factory=list)
+    scale: dict[str, int] = Field(default_factory=dict)
+    no_deps: bool = False
+
+
+class StackRunRequest(StackUpRequest):
+    """`compose run SERVICE`: a one-off VM of the service (after its dependencies)."""
+
+    service: str
+    command: list[str] | None = None  # None: the service's command
+    entrypoint: list[str] | None = None
+    env: list[str] = Field(default_factory=list)  # K=V, added to the service's
+    rm: bool = False  # removed when it exits
 
 
 class StackDownRequest(HyprModel):
@@ -216,7 +232,9 @@ class StackDownRequest(HyprModel):
 class StackView(BaseModel):
     name: str
     status: str
-    services: dict[str, dict[str, Any]]
+    # Every VM of the stack (replicas by dependency order and number, one-off VMs last):
+    # the VM's view with `service`, `number` (0 for a one-off VM) and `health`.
+    vms: list[dict[str, Any]]
     networks: list[str]
 
 

@@ -11,10 +11,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from hypr.api.deps import daemon_of
-from hypr.api.models import StackDownRequest, StackUpRequest, StackView
+from hypr.api.models import StackDownRequest, StackRunRequest, StackUpRequest, StackView
 from hypr.api.vms import vm_view
 from hypr.compose.project import SERVICE_LABEL, HostPaths, Project, load_project
-from hypr.daemon.stacks import Emit
+from hypr.compose.select import Selection
+from hypr.daemon.stack_deploy import Emit, number_of
+from hypr.daemon.stacks import OneOff
 
 router = APIRouter(prefix="/stacks", tags=["stacks"])
 
@@ -45,8 +47,15 @@ def _stream(work: Callable[[Emit], Awaitable[None]]) -> StreamingResponse:
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
-def _project(name: str, body: StackUpRequest) -> Project:
-    return load_project(body.document, name, HostPaths(body.project_dir, body.home))
+def _project(name: str, body: StackUpRequest, run: str | None = None) -> Project:
+    selection = Selection(
+        profiles=tuple(body.profiles),
+        services=(run,) if run else tuple(body.services),
+        scale=body.scale,
+        no_deps=body.no_deps,
+        run=run,
+    )
+    return load_project(body.document, name, HostPaths(body.project_dir, body.home), selection)
 
 
 @router.post("/{name}/config")
@@ -61,6 +70,21 @@ async def stack_up(name: str, body: StackUpRequest, request: Request) -> Streami
     project = _project(name, body)  # bad files answer 400 before any stream
     stacks = daemon_of(request).stacks
     return _stream(lambda emit: stacks.up(project, body.remove_orphans, emit))
+
+
+@router.post("/{name}/run")
+async def stack_run(name: str, body: StackRunRequest, request: Request) -> StreamingResponse:
+    """The service's dependencies up, then its one-off VM; the last event before `done`
+    is `{"run": VM_ID}`."""
+    project = _project(name, body, run=body.service)
+    stacks = daemon_of(request).stacks
+    oneoff = OneOff(body.command, body.entrypoint, body.env, body.rm)
+
+    async def work(emit: Emit) -> None:
+        vm = await stacks.run(project, oneoff, emit)
+        emit({"run": vm.id})
+
+    return _stream(work)
 
 
 @router.post("/{name}/down")
@@ -88,13 +112,15 @@ def _stack_view(request: Request, name: str) -> StackView:
     vms = stacks.stack_vms(name)
     return StackView(
         name=name,
-        services={
-            vm.spec.labels.get(SERVICE_LABEL, vm.name): {
+        vms=[
+            {
                 **vm_view(daemon.vm_details(vm)).model_dump(),
+                "service": vm.spec.labels.get(SERVICE_LABEL, vm.name),
+                "number": number_of(vm),
                 "health": stacks.health_of(vm.id),
             }
             for vm in vms
-        },
+        ],
         networks=[n.name for n in stacks.stack_networks(name)],
         status=_status(vm.state for vm in vms),
     )

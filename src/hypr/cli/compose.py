@@ -1,95 +1,46 @@
-"""`hypr compose`: Docker Compose files brought up as microVMs by the daemon."""
+"""`hypr compose`: Docker Compose files brought up as microVMs by the daemon.
+
+The files are read here (hypr.cli.compose_files), merged into one document that the
+daemon deploys; the commands that only look at or act on a stack's VMs are in
+hypr.cli.compose_view.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-import threading
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hypr.cli.client import CUT_SHORT, ClientError
+from hypr.cli.compose_files import target
 from hypr.cli.context import api
-from hypr.cli.output import print_table
-from hypr.cli.vms import (
-    NO_INTERSPERSED,
-    copy_logs,
-    ports_text,
-    run_exec,
-    status_text,
-    strip_separator,
-)
+from hypr.cli.vms import NO_INTERSPERSED, copy_logs, strip_separator
 from hypr.errors import HyprError
 
 if TYPE_CHECKING:
-    from hypr.compose.project import HostPaths, Project
-
-
-class Loaded(NamedTuple):
-    """A compose file read and interpolated here, with what its relative paths mean."""
-
-    name: str
-    document: dict[str, Any]
-    project_dir: str  # the file's directory
-    home: str | None  # for `~`: this user's home, not that of hyprd (root)
-
-    def paths(self) -> HostPaths:
-        from hypr.compose.project import HostPaths
-
-        return HostPaths(self.project_dir, self.home)
-
-    def project(self) -> Project:
-        """Validated and normalised here, as hyprd will (for pulls, `config`, binds)."""
-        from hypr.compose.project import load_project
-
-        return load_project(self.document, self.name, self.paths())
-
-    def body(self) -> dict[str, Any]:
-        """The request body of `/stacks/NAME/up` and `/config`."""
-        return {"document": self.document, "project_dir": self.project_dir, "home": self.home}
-
-
-class Target:
-    """The compose file and project name chosen by -f and -p."""
-
-    file: str | None = None
-    project: str | None = None
-
-    def load(self) -> Loaded:
-        # Imported here: compose's models cost more than the rest of the CLI (`--help`).
-        from hypr.compose.project import find_compose_file, project_name, read_document
-
-        path = find_compose_file(self.file, Path.cwd())
-        document = read_document(path, dict(os.environ))
-        home = os.path.expanduser("~")
-        return Loaded(
-            project_name(self.project, document, path.parent),
-            document,
-            str(path.parent),
-            home if os.path.isabs(home) else None,
-        )
-
-    def name(self) -> str:
-        """The project name; with -p no file is needed (e.g. `ps -p NAME`)."""
-        if self.project:
-            from hypr.compose.project import project_name
-
-            return project_name(self.project, {}, Path.cwd())
-        return self.load().name
-
-
-target = Target()
+    from hypr.compose.project import Project
 
 
 @click.group(no_args_is_help=True)
-@click.option("--file", "-f", help="Compose file")
+@click.option("--file", "-f", "files", multiple=True, help="Compose file (repeatable; - is stdin)")
 @click.option("--project-name", "-p", "project")
-def app(file: str | None, project: str | None) -> None:
+@click.option("--project-directory", help="Base of relative paths (default: the first file's)")
+@click.option("--profile", "profiles", multiple=True, help="Activate a profile (repeatable)")
+@click.option("--env-file", "env_files", multiple=True, help="Variables file (default: .env)")
+def app(
+    files: tuple[str, ...],
+    project: str | None,
+    project_directory: str | None,
+    profiles: tuple[str, ...],
+    env_files: tuple[str, ...],
+) -> None:
     """Run multi-VM stacks from compose files."""
-    target.file, target.project = file, project
+    from hypr.compose.files import Options
+
+    target.options = Options(files, project_directory, project, profiles, env_files)
 
 
 def _print_event(event: dict[str, Any]) -> bool:
@@ -110,28 +61,48 @@ def _print_event(event: dict[str, Any]) -> bool:
     return True
 
 
-def _stream(path: str, body: dict[str, Any]) -> bool:
-    """Show a stack operation's events; the daemon ends with `done` or a final error, so
-    a stream that stops before either means the daemon went away half-way."""
-    ok = True
+def stream(path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Show a stack operation's events and return them; exit 1 after an error. The daemon
+    ends with `done` or a final error, so a stream that stops before either means the
+    daemon went away half-way."""
+    ok, events = True, []
     with api().stream("POST", path, json=body, timeout=None) as response:
         for line in response.iter_lines():
             if line.strip():
-                event = json.loads(line)
-                ok = _print_event(event) and ok
-                if event.get("done") or event.get("final"):
-                    return ok
+                events.append(json.loads(line))
+                ok = _print_event(events[-1]) and ok
+                if events[-1].get("done") or events[-1].get("final"):
+                    if not ok:
+                        raise click.exceptions.Exit(1)
+                    return events
     raise ClientError(CUT_SHORT)
 
 
 @app.command()
-def config() -> None:
-    """Validate the file and print it normalised."""
-    project = target.load().project()
-    import yaml
-
+@click.option("--services", "what", flag_value="services", help="The enabled services' names")
+@click.option("--volumes", "what", flag_value="volumes", help="The top-level volumes' names")
+@click.option("--profiles", "what", flag_value="profiles", help="Every profile of the file")
+@click.option("--quiet", "-q", is_flag=True, help="Only validate")
+def config(what: str | None, quiet: bool) -> None:
+    """Validate the files and print them merged and normalised."""
+    loaded = target.load()
+    project = loaded.project()
     for warning in project.warnings:
         click.echo(f"WARN: {warning}", err=True)
+    if quiet:
+        return
+    services = loaded.document.get("services") or {}
+    listed = {
+        "services": [s.name for s in project.services],
+        "volumes": list(loaded.document.get("volumes") or {}),
+        "profiles": sorted({p for s in services.values() for p in s.get("profiles") or []}),
+    }
+    if what is not None:
+        for name in listed[what]:
+            click.echo(name)
+        return
+    import yaml
+
     click.echo(yaml.safe_dump(project.to_dict(), sort_keys=False), nl=False)
 
 
@@ -139,23 +110,20 @@ def _images(project: Project, policy: str | None) -> list[tuple[str, str]]:
     """Each image the services name, once, with the pull policy to pull it by: the first
     service's `pull_policy`, unless `policy` overrides them all."""
     found: dict[str, str] = {}
-    for service in project.services:
+    for service in [*project.services, *filter(None, [project.oneoff])]:
         found.setdefault(service.image, policy or service.pull_policy)
     return list(found.items())
 
 
-def _pull(project: Project, policy: str | None) -> None:
-    """Pull the services' images from here, each with its own registry's stored
-    credentials (a file may name several registries)."""
+def _prepare(project: Project, policy: str | None) -> None:
+    """What `up` and `run` do here before the daemon deploys: refuse what needs a build,
+    pull the images (each registry with its own stored credentials), and make the missing
+    bind sources compose makes, as the user who runs compose, so they are that user's."""
     from hypr.cli.pulling import pull_as
 
+    project.check_runnable()
     for image, how in _images(project, policy):
         pull_as(image, how, sys.stderr)
-
-
-def _make_bind_sources(project: Project) -> None:
-    """Make the missing bind sources compose makes (short syntax, `create_host_path`):
-    here, as the user who runs compose, so they are that user's directories."""
     for path in project.host_paths_to_create():
         if os.path.lexists(path):
             continue
@@ -166,40 +134,94 @@ def _make_bind_sources(project: Project) -> None:
 
 
 @app.command()
+@click.argument("services", nargs=-1)
 @click.option("--detach", "-d", is_flag=True)
 @click.option("--remove-orphans", is_flag=True)
+@click.option("--scale", multiple=True, help="SERVICE=N replicas (overrides deploy.replicas)")
+@click.option("--no-deps", is_flag=True, help="Not the services the named ones depend on")
 @click.option(
     "--pull",
     type=click.Choice(["always", "missing", "never"]),
     help="Pull images first (default: each service's pull_policy)",
 )
-def up(detach: bool, remove_orphans: bool, pull: str | None) -> None:
-    """Pull what is missing, create networks and volumes, start services in dependency
-    order."""
+def up(
+    services: tuple[str, ...],
+    detach: bool,
+    remove_orphans: bool,
+    scale: tuple[str, ...],
+    no_deps: bool,
+    pull: str | None,
+) -> None:
+    """Pull what is missing, create networks and volumes, start services (all, or the
+    named ones and what they depend on) in dependency order."""
+    from hypr.compose.select import parse_scale
+
     loaded = target.load()
-    project = loaded.project()
-    _pull(project, pull)
-    _make_bind_sources(project)
-    name = loaded.name
-    if not _stream(f"/stacks/{name}/up", {**loaded.body(), "remove_orphans": remove_orphans}):
-        raise click.exceptions.Exit(1)
+    chosen = {"services": list(services), "scale": parse_scale(scale), "no_deps": no_deps}
+    _prepare(loaded.project(**chosen), pull)
+    body = {**loaded.body(**chosen), "remove_orphans": remove_orphans}
+    stream(f"/stacks/{loaded.name}/up", body)
     if detach:
         return
+    from hypr.cli.compose_view import follow_logs
+
     try:
-        _follow_logs(name, None)
+        follow_logs(loaded.name, services)
     except KeyboardInterrupt:
         click.echo("Gracefully stopping... (press Ctrl+C again to force)")
-        for vm in api().get(f"/stacks/{name}")["services"].values():
-            api().post(f"/vms/{vm['id']}/stop")
+        for vm in api().get(f"/stacks/{loaded.name}")["vms"]:
+            if vm["service"] in (services or [vm["service"]]):
+                api().post(f"/vms/{vm['id']}/stop")
         raise click.exceptions.Exit(130) from None
 
 
+@app.command("run", context_settings=NO_INTERSPERSED)
+@click.argument("service")
+@click.argument("command", nargs=-1)
+@click.option("--rm", is_flag=True, help="Remove the VM when it exits")
+@click.option("--detach", "-d", is_flag=True)
+@click.option("--env", "-e", multiple=True, help="K=V, besides the service's")
+@click.option("--entrypoint", help="Override the entrypoint")
+@click.option("--no-deps", is_flag=True, help="Not the services it depends on")
+def run(
+    service: str,
+    command: tuple[str, ...],
+    rm: bool,
+    detach: bool,
+    env: tuple[str, ...],
+    entrypoint: str | None,
+    no_deps: bool,
+) -> None:
+    """Run a one-off VM of SERVICE (its config and networks, COMMAND if given), after the
+    services it depends on."""
+    loaded = target.load()
+    _prepare(loaded.project(services=[service], no_deps=no_deps, run=service), None)
+    argv = strip_separator(list(command))
+    body = {
+        **loaded.body(no_deps=no_deps),
+        "service": service,
+        "command": argv or None,
+        "entrypoint": None if entrypoint is None else [entrypoint] if entrypoint else [],
+        "env": list(env),
+        "rm": rm,
+    }
+    events = stream(f"/stacks/{loaded.name}/run", body)
+    vm_id = next(e["run"] for e in events if "run" in e)
+    if detach:
+        click.echo(vm_id)
+        return
+    copy_logs(vm_id, follow=True)
+    code = api().post(f"/vms/{vm_id}/wait")["exit_code"]
+    raise click.exceptions.Exit(code if code is not None else 1)
+
+
 @app.command()
-def pull() -> None:
+@click.argument("services", nargs=-1)
+def pull(services: tuple[str, ...]) -> None:
     """Pull the services' images (all of them, except those with pull_policy never)."""
     from hypr.cli.pulling import show_pull
 
-    for image, policy in _images(target.load().project(), None):
+    for image, policy in _images(target.load().project(services=list(services)), None):
         if policy != "never":
             show_pull(image, sys.stderr)
 
@@ -215,72 +237,20 @@ def down(remove_orphans: bool, volumes: bool) -> None:
         loaded = target.load()
         name, services = loaded.name, list(loaded.document.get("services") or {})
     except HyprError:
-        if not target.project:
+        assert target.options is not None
+        if not target.options.project_name:
             raise
         name, services = target.name(), None  # no file: remove the whole stack
     body = {"services": services, "remove_orphans": remove_orphans, "volumes": volumes}
-    if not _stream(f"/stacks/{name}/down", body):
-        raise click.exceptions.Exit(1)
+    stream(f"/stacks/{name}/down", body)
 
 
-@app.command()
-def ps() -> None:
-    """List the stack's VMs."""
-    stack = api().get(f"/stacks/{target.name()}")
-    rows = []
-    for service, vm in stack["services"].items():
-        status = status_text(vm) + (f" ({vm['health']})" if vm.get("health") else "")
-        rows.append(
-            [
-                vm["name"],
-                service,
-                status,
-                vm["guest_ip"] or "",
-                ports_text(vm["ports"]),
-            ]
-        )
-    print_table(["NAME", "SERVICE", "STATUS", "IP", "PORTS"], rows)
+def _register_views() -> None:
+    """The commands of hypr.cli.compose_view, in this group."""
+    from hypr.cli import compose_view
+
+    for command in compose_view.COMMANDS:
+        app.add_command(command)
 
 
-@app.command()
-@click.argument("service", required=False)
-@click.option("--follow", "-f", is_flag=True)
-def logs(service: str | None, follow: bool) -> None:
-    """Show the console output of the stack's services."""
-    _follow_logs(target.name(), service, follow)
-
-
-def _follow_logs(name: str, service: str | None, follow: bool = True) -> None:
-    stack = api().get(f"/stacks/{name}")
-    vms = {s: vm for s, vm in stack["services"].items() if service in (None, s)}
-    if service is not None and not vms:
-        raise ClientError(f"no such service: {service}")
-    width = max((len(vm["name"]) for vm in vms.values()), default=0)
-    threads = [
-        threading.Thread(
-            target=copy_logs,
-            args=(vm["id"], follow, f"{vm['name']:<{width}}  | ".encode()),
-            daemon=True,
-        )
-        for vm in vms.values()
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(0.2)
-
-
-@app.command("exec", context_settings=NO_INTERSPERSED)
-@click.argument("service")
-@click.argument("command", nargs=-1, required=True)
-@click.option("--interactive", "-i", is_flag=True)
-def exec_(service: str, command: tuple[str, ...], interactive: bool) -> None:
-    """Run COMMAND in a service's VM."""
-    argv = strip_separator(list(command))
-    stack = api().get(f"/stacks/{target.name()}")
-    vm = stack["services"].get(service)
-    if vm is None:
-        raise ClientError(f"no such service: {service}")
-    sys.stdout.flush()
-    raise click.exceptions.Exit(run_exec(vm["name"], argv, interactive, [], None))
+_register_views()

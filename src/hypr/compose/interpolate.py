@@ -22,13 +22,16 @@ class InterpolationError(InvalidArgument):
 
 
 def interpolate(value: Any, env: Mapping[str, str], path: str = "") -> Any:
-    """Interpolate every string in a parsed YAML document (keys are left alone)."""
+    """Interpolate every string in a parsed YAML document (keys are left alone); mappings
+    and lists keep their type (compose's `!override` tag is one)."""
     if isinstance(value, str):
         return interpolate_string(value, env, path)
     if isinstance(value, dict):
-        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return type(value)(
+            (k, interpolate(v, env, f"{path}.{k}" if path else str(k))) for k, v in value.items()
+        )
     if isinstance(value, list):
-        return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+        return type(value)(interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value))
     return value
 
 

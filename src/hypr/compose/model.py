@@ -3,8 +3,9 @@
 Every variant syntax (short and long port syntax, list and map environment, list and map
 networks and depends_on) is turned into one canonical form by a validator, so the rest of
 hypr sees a single shape. Keys hypr does not know are kept aside and reported as warnings
-that name them; keys that cannot be honoured safely are errors. The volume models (and
-their short syntax) are in hypr.compose.volumes.
+that name them (extensions, `x-*`, are ignored silently, as Compose ignores them); keys
+that cannot be honoured safely are errors. The volume models (and their short syntax) are
+in hypr.compose.volumes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydantic import (
 
 from hypr.checks import check_env, parse_restart
 from hypr.compose.base import ComposeModel, Labels, as_value_error, scalar
+from hypr.compose.health import Healthcheck
 from hypr.compose.ports import PortMapping, parse_port
 from hypr.compose.volumes import ServiceVolume, TmpfsEntry, Volume
 from hypr.errors import InvalidArgument
@@ -40,63 +42,7 @@ UNSAFE_SERVICE_KEYS = (
     "userns_mode",
     "devices",
     "cap_add",
-    "build",
 )
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
-_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: Any) -> float:
-    """Compose durations (`1m30s`, `500ms`, `10`) to seconds."""
-    if isinstance(value, int | float):
-        return float(value)
-    text = str(value).strip()
-    if not text:
-        raise ValueError("empty duration")
-    pos, total = 0, 0.0
-    while pos < len(text):
-        match = _DURATION.match(text, pos)
-        if match is None:
-            raise ValueError(f"invalid duration {text!r} (e.g. 30s, 1m30s, 500ms)")
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    return total
-
-
-class Healthcheck(ComposeModel):
-    test: list[str] = Field(default_factory=list)
-    interval: float = 30.0
-    timeout: float = 30.0
-    retries: int = 3
-    start_period: float = 0.0
-    start_interval: float = 5.0
-    disable: bool = False
-
-    @field_validator("test", mode="before")
-    @classmethod
-    def _test(cls, value: Any) -> list[str]:
-        if isinstance(value, str):
-            return ["CMD-SHELL", value]
-        if not isinstance(value, list) or not value:
-            raise ValueError("test must be a string or a non-empty list")
-        if value[0] not in ("CMD", "CMD-SHELL", "NONE"):
-            raise ValueError("a test list must start with CMD, CMD-SHELL or NONE")
-        return [str(v) for v in value]
-
-    @field_validator("interval", "timeout", "start_period", "start_interval", mode="before")
-    @classmethod
-    def _durations(cls, value: Any) -> float:
-        return parse_duration(value)
-
-    @property
-    def enabled(self) -> bool:
-        return not self.disable and bool(self.test) and self.test[0] != "NONE"
-
-    def argv(self) -> list[str]:
-        """The command to exec in the guest."""
-        kind, *rest = self.test
-        return ["/bin/sh", "-c", rest[0]] if kind == "CMD-SHELL" else rest
 
 
 class ServiceNetwork(ComposeModel):
@@ -126,6 +72,33 @@ class Resources(ComposeModel):
 
 class Deploy(ComposeModel):
     resources: Resources = Field(default_factory=Resources)
+    replicas: int | None = Field(default=None, ge=0)
+
+
+class Build(ComposeModel):
+    """`build:`, short (the context) or long; hypr does not build yet (`ServicePlan.build`
+    carries it to whoever will)."""
+
+    context: str = "."
+    dockerfile: str | None = None
+    args: dict[str, str | None] = Field(default_factory=dict)
+    target: str | None = None
+    labels: Labels = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_syntax(cls, value: Any) -> Any:
+        return {"context": value} if isinstance(value, str) else value
+
+    @field_validator("args", mode="before")
+    @classmethod
+    def _args(cls, value: Any) -> dict[str, str | None]:
+        """`[A=1, B]` or `{A: 1, B: null}`; B without a value comes from the environment."""
+        if isinstance(value, list):
+            return {k: v if sep else None for k, sep, v in (str(i).partition("=") for i in value)}
+        if isinstance(value, dict):
+            return {str(k): None if v is None else scalar(v) for k, v in value.items()}
+        raise ValueError("expected a list of KEY=VALUE or a mapping")
 
 
 class EnvFile(ComposeModel):
@@ -134,7 +107,10 @@ class EnvFile(ComposeModel):
 
 
 class Service(ComposeModel):
-    image: str
+    image: str | None = None  # required unless `build` makes it (checked when planned)
+    build: Build | None = None
+    profiles: list[str] = Field(default_factory=list)
+    scale: int | None = Field(default=None, ge=0)
     command: list[str] | None = None
     entrypoint: list[str] | None = None
     environment: dict[str, str | None] = Field(default_factory=dict)
@@ -152,6 +128,29 @@ class Service(ComposeModel):
     pull_policy: PullPolicy = "missing"
     volumes: list[ServiceVolume] = Field(default_factory=list)
     tmpfs: list[TmpfsEntry] = Field(default_factory=list)
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name):
+                raise ValueError(f"invalid profile name {name!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_replica_count(self) -> Service:
+        replicas = self.deploy.replicas
+        if self.scale is not None and replicas is not None and self.scale != replicas:
+            raise ValueError("scale and deploy.replicas differ; set only one")
+        return self
+
+    @property
+    def replicas(self) -> int:
+        """`deploy.replicas`, or the older `scale`; one if neither is set."""
+        for count in (self.deploy.replicas, self.scale):
+            if count is not None:
+                return count
+        return 1
 
     @field_validator("pull_policy", mode="before")
     @classmethod
@@ -289,7 +288,8 @@ class ComposeFile(ComposeModel):
 
 def unknown_keys(model: BaseModel, path: str = "") -> list[str]:
     """Paths of every key that a model kept aside because hypr does not support it."""
-    found = [f"{path}.{key}" if path else key for key in (model.model_extra or {})]
+    extra = [key for key in model.model_extra or {} if not key.startswith("x-")]
+    found = [f"{path}.{key}" if path else key for key in extra]
     for name in type(model).model_fields:
         value = getattr(model, name)
         where = f"{path}.{name}" if path else name
@@ -317,7 +317,6 @@ def validate_document(document: dict[str, Any]) -> tuple[ComposeFile, list[str]]
             if isinstance(service, dict) and key in service:
                 raise InvalidArgument(
                     f"services.{service_name}.{key}: cannot be honoured safely by hypr"
-                    + (" (build images first, then use image:)" if key == "build" else "")
                 )
     try:
         model = ComposeFile.model_validate(document)

@@ -1,34 +1,30 @@
-"""A compose file turned into a normalised project: names resolved, order computed.
+"""A compose document turned into a normalised project: names resolved, order computed.
 
-The CLI finds the file, reads `.env` and `env_file`s and interpolates with its own
-environment (only it has them), and sends the file's directory and its user's home along
-(`HostPaths`: relative bind paths and `~` mean them); the daemon validates and normalises
-the result with the same code, so API users get the same checks: hypr.compose.model
-validates the document, hypr.compose.volumes plans its volumes and mounts, and this module
-plans the rest (networks, services and their order).
+The CLI reads the files (hypr.compose.loader: merging, `include`, `extends`, `.env` and
+`env_file`s, interpolated with its own environment: only it has them), and sends the
+merged document with the project directory and its user's home (`HostPaths`: relative
+bind paths and `~` mean them); the daemon validates and normalises the result with the
+same code, so API users get the same checks: hypr.compose.model validates the document,
+hypr.compose.select picks the services (profiles, `--scale`), hypr.compose.volumes plans
+volumes and mounts, and this module plans the rest (networks, services and their order).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import posixpath
-import re
 from dataclasses import asdict, dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from ipaddress import ip_address, ip_network
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hypr.compose.interpolate import interpolate, read_env_file
 from hypr.compose.model import ComposeFile, Network, Service, ServiceNetwork, validate_document
+from hypr.compose.ports import check_replicated, replica_port
+from hypr.compose.select import Selection, select_services
 from hypr.compose.volumes import MountPlan, VolumePlan, plan_mounts, plan_volumes
 from hypr.errors import InvalidArgument
 
-DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 NUMBER_LABEL = "com.docker.compose.container-number"
@@ -86,10 +82,21 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class BuildPlan:
+    """What a service's image is built from; the context is a host path or a URL."""
+
+    context: str
+    dockerfile: str | None
+    args: dict[str, str | None]
+    target: str | None
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
 class ServicePlan:
     name: str
-    vm_name: str
-    image: str
+    project: str
+    image: str  # with `build`, the name the built image gets
     command: list[str] | None
     entrypoint: list[str] | None
     env: list[str]
@@ -104,25 +111,48 @@ class ServicePlan:
     labels: dict[str, str]
     pull_policy: str = "missing"  # the CLI pulls by it before `up`; no part of the VM
     mounts: list[MountPlan] = field(default_factory=list)
+    replicas: int = 1
+    build: BuildPlan | None = None  # None: the image is pulled, not built
+
+    def vm_name(self, number: int) -> str:
+        """Replica `number`'s VM (from 1), as Docker Compose names containers."""
+        return f"{self.project}-{self.name}-{number}"
+
+    def ports_of(self, number: int) -> list[str]:
+        """The `-p` specs of replica `number` (a host range gives each its own port)."""
+        return [replica_port(spec, number) for spec in self.ports]
 
     @property
     def config_hash(self) -> str:
-        """What `up` compares to decide whether a running VM still matches the file."""
+        """What `up` compares to decide whether a running VM still matches the file (its
+        number and the count of replicas are no part of it)."""
         data = asdict(self)
-        del data["pull_policy"]
-        if not self.mounts:
-            del data["mounts"]  # so that stacks made before volumes keep their hash
-        data["labels"] = {k: v for k, v in self.labels.items() if k != HASH_LABEL}
+        for key in ("pull_policy", "replicas", "project"):
+            del data[key]
+        for key in ("mounts", "build"):
+            if not data[key]:
+                del data[key]  # so that stacks made before them keep their hash
+        # Replica 1's name and number, as before replicas: running stacks keep their hash.
+        data["vm_name"] = self.vm_name(1)
+        data["labels"] = {
+            **{k: v for k, v in self.labels.items() if k != HASH_LABEL},
+            NUMBER_LABEL: "1",
+        }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
 class Project:
     name: str
-    services: list[ServicePlan]  # in dependency order
+    services: list[ServicePlan]  # those to deploy, in dependency order
     networks: list[NetworkPlan]
     volumes: list[VolumePlan] = field(default_factory=list)  # those the services mount
     warnings: list[str] = field(default_factory=list)
+    # Every service of the file, deployed or not (profiles, named services): a VM of
+    # any of them is the stack's, not an orphan.
+    known: list[str] = field(default_factory=list)
+    oneoff: ServicePlan | None = None  # the service of `compose run`, not among `services`
+    selection: Selection = field(default_factory=Selection)  # what it was loaded with
     # The interpolated document it was loaded from: what the daemon keeps to finish an
     # interrupted `up` (load_project of it gives this project again).
     document: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -133,6 +163,15 @@ class Project:
             if service.name == name:
                 return service
         raise InvalidArgument(f"no such service: {name}")
+
+    def check_runnable(self) -> None:
+        """Refuse a project that has a service to build: hypr runs only images yet."""
+        for service in [*self.services, *filter(None, [self.oneoff])]:
+            if service.build is not None:
+                raise InvalidArgument(
+                    f"services.{service.name}.build: hypr cannot build images yet; "
+                    "build it elsewhere, then use image:"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -154,95 +193,48 @@ class Project:
         ]
 
 
-def find_compose_file(path: str | None, cwd: Path) -> Path:
-    if path:
-        file = Path(path)
-        if not file.is_file():
-            raise InvalidArgument(f"compose file {path} not found")
-        return file.resolve()
-    for name in DEFAULT_FILES:
-        if (cwd / name).is_file():
-            return (cwd / name).resolve()
-    raise InvalidArgument(
-        f"no compose file in {cwd} (looked for {', '.join(DEFAULT_FILES)}); use -f FILE"
-    )
-
-
-def project_name(explicit: str | None, document: dict[str, Any], directory: Path) -> str:
-    """As Docker Compose: -p, then COMPOSE_PROJECT_NAME, the file's `name`, the directory."""
-    raw = explicit or os.environ.get("COMPOSE_PROJECT_NAME") or document.get("name")
-    name = str(raw) if raw else re.sub(r"[^a-z0-9_-]", "", directory.name.lower())
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
-        raise InvalidArgument(
-            f"invalid project name {name!r}: use lowercase letters, digits, '-' and '_'"
-        )
-    return name
-
-
-def read_document(file: Path, env: dict[str, str]) -> dict[str, Any]:
-    """Parse and interpolate a compose file; inline `env_file`s into `environment`."""
-    try:
-        raw = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        raise InvalidArgument(f"{file.name}: invalid YAML: {exc}".splitlines()[0]) from None
-    if not isinstance(raw, dict):
-        raise InvalidArgument(f"{file.name}: the top level must be a mapping")
-    dotenv = file.parent / ".env"
-    variables = {**(read_env_file(dotenv) if dotenv.is_file() else {}), **env}
-    document: dict[str, Any] = interpolate(raw, variables)
-    for name, service in (document.get("services") or {}).items():
-        if isinstance(service, dict) and "env_file" in service:
-            service["environment"] = _merged_env_files(file.parent, name, service)
-    return document
-
-
-def _merged_env_files(base: Path, name: str, service: dict[str, Any]) -> dict[str, Any]:
-    entries = service.pop("env_file")
-    entries = [entries] if isinstance(entries, str | dict) else entries
-    merged: dict[str, Any] = {}
-    for entry in entries:
-        path = entry if isinstance(entry, str) else entry.get("path", "")
-        required = True if isinstance(entry, str) else entry.get("required", True)
-        full = base / path
-        if full.is_file():
-            merged.update(read_env_file(full))
-        elif required:
-            raise InvalidArgument(f"services.{name}.env_file: {path} not found")
-    own = service.get("environment") or {}
-    if isinstance(own, list):
-        own = dict((k, v if sep else None) for k, sep, v in (str(i).partition("=") for i in own))
-    return {**merged, **own}
-
-
-def load_project(document: dict[str, Any], name: str, paths: HostPaths | None = None) -> Project:
+def load_project(
+    document: dict[str, Any],
+    name: str,
+    paths: HostPaths | None = None,
+    selection: Selection | None = None,
+) -> Project:
     """Validate and normalise an interpolated compose document; `paths` resolves relative
-    bind sources (without it, they are refused)."""
+    bind sources (without it, they are refused), `selection` picks the services."""
     paths = paths or HostPaths()
+    selection = selection or Selection()
     model, warnings = validate_document(document)
+    chosen, selected = select_services(model, selection)
     networks = _plan_networks(model, name)
     by_key = {n.key: n for n in networks}
     volumes = plan_volumes(model.volumes, name, {PROJECT_LABEL: name}, paths.resolve)
-    plans = {
-        s: _plan_service(
-            s, svc, name, by_key, plan_mounts(s, svc.volumes, svc.tmpfs, volumes, paths.resolve)
-        )
-        for s, svc in model.services.items()
-    }
+    plans = {}
+    for s in chosen:
+        svc = model.services[s]
+        mounts = plan_mounts(s, svc.volumes, svc.tmpfs, volumes, paths.resolve)
+        replicas = selection.scale.get(s, svc.replicas)
+        plans[s] = _plan_service(s, svc, name, by_key, mounts, replicas, paths)
     for plan in plans.values():
-        for dep in plan.depends_on:
-            if dep not in plans:
+        for dep in list(plan.depends_on):
+            if dep not in model.services:
                 raise InvalidArgument(f"services.{plan.name}.depends_on: undefined service {dep!r}")
+            if dep not in plans:  # neither required nor chosen: left out, as Compose does
+                del plan.depends_on[dep]
     order = dependency_order({s: list(p.depends_on) for s, p in plans.items()})
+    oneoff = plans.get(selection.run) if selection.run else None
     used = {a.network for p in plans.values() for a in p.networks}
     mounted = {m.source for p in plans.values() for m in p.mounts if m.type == "volume"}
     return Project(
         name=name,
-        services=[plans[s] for s in order],
+        services=[plans[s] for s in order if s != selection.run],
         networks=[n for n in networks if n.name in used or n.key != DEFAULT_NETWORK],
         volumes=[v for v in volumes.values() if v.name in mounted],
-        warnings=warnings,
+        warnings=warnings + selected,
         document=document,
         paths=paths,
+        known=list(model.services),
+        oneoff=oneoff,
+        selection=selection,
     )
 
 
@@ -294,42 +286,32 @@ def _plan_service(
     project: str,
     networks: dict[str, NetworkPlan],
     mounts: list[MountPlan],
+    replicas: int,
+    paths: HostPaths,
 ) -> ServicePlan:
-    attachments = []
-    requested: dict[str, ServiceNetwork | None] = dict(svc.networks) or {DEFAULT_NETWORK: None}
-    for key, options in requested.items():
-        if key not in networks:
-            raise InvalidArgument(f"services.{name}.networks: undefined network {key!r}")
-        plan = networks[key]
-        address = options.ipv4_address if options else None
-        if address and plan.subnet:
+    build = _plan_build(svc, paths)
+    image = svc.image or (f"{project}-{name}" if build else None)
+    if image is None:
+        raise InvalidArgument(
+            f"services.{name}.image: this key is required (a service needs an image or a build)"
+        )
+    if replicas > 1:
+        for i, spec in enumerate(svc.ports):
             try:
-                inside = ip_address(address) in ip_network(plan.subnet, strict=False)
-            except ValueError:
-                raise InvalidArgument(
-                    f"services.{name}.networks.{key}.ipv4_address: invalid address {address!r}"
-                ) from None
-            if not inside:
-                raise InvalidArgument(
-                    f"services.{name}.networks.{key}.ipv4_address: {address} is not in "
-                    f"the subnet {plan.subnet} of network {key}"
-                )
-        aliases = [name, *(options.aliases if options else [])]
-        attachments.append(Attachment(plan.name, aliases, address))
+                check_replicated(spec, replicas)
+            except (ValueError, InvalidArgument) as exc:
+                raise InvalidArgument(f"services.{name}.ports[{i}]: {exc}") from None
     limits = svc.deploy.resources.limits
     cpus = limits.cpus or svc.cpus or 1
-    memory = limits.memory or svc.mem_limit or 256
-    vm_name = f"{project}-{name}-1"
-    labels = {**svc.labels, PROJECT_LABEL: project, SERVICE_LABEL: name, NUMBER_LABEL: "1"}
     return ServicePlan(
         name=name,
-        vm_name=vm_name,
-        image=svc.image,
+        project=project,
+        image=image,
         command=svc.command,
         entrypoint=svc.entrypoint,
         env=[f"{k}={v}" for k, v in svc.environment.items() if v is not None],
         ports=list(svc.ports),
-        networks=attachments,
+        networks=_attachments(name, svc, networks, replicas),
         depends_on={dep: d.condition for dep, d in svc.depends_on.items()},
         healthcheck=svc.healthcheck.model_dump(exclude=set(svc.healthcheck.model_extra or {}))
         if svc.healthcheck and svc.healthcheck.enabled
@@ -337,15 +319,61 @@ def _plan_service(
         restart=svc.restart,
         hostname=svc.hostname,
         vcpus=max(1, round(cpus)),
-        memory_mib=memory,
-        labels=labels,
+        memory_mib=limits.memory or svc.mem_limit or 256,
+        labels={**svc.labels, PROJECT_LABEL: project, SERVICE_LABEL: name},
         pull_policy=svc.pull_policy,
         mounts=mounts,
+        replicas=replicas,
+        build=build,
     )
 
 
+def _plan_build(svc: Service, paths: HostPaths) -> BuildPlan | None:
+    """The build of a service, its context a host path (or a URL, left as it is)."""
+    if svc.build is None:
+        return None
+    context = svc.build.context
+    return BuildPlan(
+        context=context if "://" in context else paths.resolve(context),
+        dockerfile=svc.build.dockerfile,
+        args=dict(svc.build.args),
+        target=svc.build.target,
+        labels=dict(svc.build.labels),
+    )
+
+
+def _attachments(
+    name: str, svc: Service, networks: dict[str, NetworkPlan], replicas: int
+) -> list[Attachment]:
+    """The service's networks, each with the service's name among its DNS aliases (every
+    replica has it, so the name answers with all of their addresses)."""
+    attachments = []
+    requested: dict[str, ServiceNetwork | None] = dict(svc.networks) or {DEFAULT_NETWORK: None}
+    for key, options in requested.items():
+        if key not in networks:
+            raise InvalidArgument(f"services.{name}.networks: undefined network {key!r}")
+        plan = networks[key]
+        address = options.ipv4_address if options else None
+        where = f"services.{name}.networks.{key}.ipv4_address"
+        if address and replicas > 1:
+            raise InvalidArgument(f"{where}: {replicas} replicas cannot share one address")
+        if address and plan.subnet:
+            try:
+                inside = ip_address(address) in ip_network(plan.subnet, strict=False)
+            except ValueError:
+                raise InvalidArgument(f"{where}: invalid address {address!r}") from None
+            if not inside:
+                raise InvalidArgument(
+                    f"{where}: {address} is not in the subnet {plan.subnet} of network {key}"
+                )
+        aliases = [name, *(options.aliases if options else [])]
+        attachments.append(Attachment(plan.name, aliases, address))
+    return attachments
+
+
 def _service_dict(s: ServicePlan) -> dict[str, Any]:
-    data = {k: v for k, v in asdict(s).items() if v not in (None, [], {}) and k != "mounts"}
+    skipped = ("mounts", "project")
+    data = {k: v for k, v in asdict(s).items() if v not in (None, [], {}) and k not in skipped}
     data["networks"] = {
         a.network: {k: v for k, v in asdict(a).items() if k != "network" and v} for a in s.networks
     }

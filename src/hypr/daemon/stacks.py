@@ -18,23 +18,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import secrets
+from dataclasses import dataclass, field
 from typing import Any
 
 from hypr import faults
 from hypr.compose.project import (
-    HASH_LABEL,
     PROJECT_LABEL,
     SERVICE_LABEL,
     HostPaths,
     NetworkPlan,
     Project,
-    ServicePlan,
     load_project,
 )
+from hypr.compose.select import Selection
 from hypr.daemon.health import HealthMonitor
-from hypr.daemon.requests import NetworkAttachment, RunRequest
-from hypr.daemon.stack_volumes import StackVolumes, mount_requests
+from hypr.daemon.requests import NetworkAttachment
+from hypr.daemon.stack_deploy import (
+    ONEOFF_LABEL,
+    ORDER_LABEL,
+    UP_CREATED,
+    UP_STARTED,
+    Deployer,
+    Emit,
+    number_of,
+    run_request,
+)
+from hypr.daemon.stack_volumes import StackVolumes
 from hypr.daemon.vms import VmManager
 from hypr.errors import Conflict, HyprError, InvalidArgument
 from hypr.network.manager import NetworkManager, NetworkRequest, parse_subnet
@@ -44,13 +54,30 @@ from hypr.state.vms import VmRecord
 
 log = logging.getLogger(__name__)
 
-ORDER_LABEL = "com.hypr.compose.order"
-Emit = Callable[[dict[str, Any]], None]
+
+@dataclass(frozen=True)
+class OneOff:
+    """What `compose run` changes of the service's config."""
+
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: list[str] = field(default_factory=list)
+    rm: bool = False
+
+
+# The fault points of `up` and `down` (the crash tests name them from here).
+__all__ = [
+    "DOWN_REMOVED",
+    "UP_CREATED",
+    "UP_NETWORK",
+    "UP_STARTED",
+    "UP_VOLUME",
+    "OneOff",
+    "StackManager",
+]
 
 UP_NETWORK = faults.register("compose.up.network", "up: a network created")
 UP_VOLUME = faults.register("compose.up.volume", "up: a volume created")
-UP_CREATED = faults.register("compose.up.created", "up: a service's VM created, not started")
-UP_STARTED = faults.register("compose.up.started", "up: a service's VM started")
 DOWN_REMOVED = faults.register("compose.down.removed", "down: a service's VM removed")
 
 
@@ -69,8 +96,14 @@ class StackManager:
     # --- queries -------------------------------------------------------------------------
 
     def stack_vms(self, project: str) -> list[VmRecord]:
+        """The stack's VMs by dependency order, then replica number (one-off VMs last)."""
         vms = [vm for vm in self.vms.all() if vm.spec.labels.get(PROJECT_LABEL) == project]
-        return sorted(vms, key=lambda vm: int(vm.spec.labels.get(ORDER_LABEL, "0")))
+
+        def order(vm: VmRecord) -> tuple[int, int, str]:
+            number = number_of(vm)
+            return int(vm.spec.labels.get(ORDER_LABEL, "0")), number or 1 << 30, vm.name
+
+        return sorted(vms, key=order)
 
     def stack_networks(self, project: str) -> list[NetworkRecord]:
         return [n for n in self.networks.all() if n.labels.get(PROJECT_LABEL) == project]
@@ -95,6 +128,7 @@ class StackManager:
                 "remove_orphans": remove_orphans,
                 "project_dir": project.paths.project_dir,
                 "home": project.paths.home,
+                "selection": project.selection.to_dict(),
             }
             self.ops.begin(project.name, "up", args)
             created_networks: list[str] = []
@@ -109,7 +143,13 @@ class StackManager:
                     if self.volumes.ensure(volume, project.name, emit):
                         created_volumes.append(volume.name)
                         self._reached(project.name, f"volume {volume.name} created", UP_VOLUME)
-                await self._deploy_services(project, emit, created_vms)
+                deployer = Deployer(
+                    self.vms,
+                    self.health,
+                    self._remove_vm,
+                    lambda step, point: self._reached(project.name, step, point),
+                )
+                await deployer.deploy(project, self.stack_vms(project.name), emit, created_vms)
                 await self._orphans(project, remove_orphans, emit)
             except BaseException as exc:
                 made = created_vms + created_networks + created_volumes
@@ -118,6 +158,33 @@ class StackManager:
                 raise
             finally:
                 self.ops.finish(project.name)
+
+    async def run(self, project: Project, oneoff: OneOff, emit: Emit) -> VmRecord:
+        """`compose run`: the stack's networks and the service's dependencies up, then a
+        one-off VM with the service's config: no published ports and no service alias (it
+        is no replica), `oneoff` labelled so that `up` leaves it alone and `down` takes it."""
+        service = project.oneoff
+        if service is None:
+            raise InvalidArgument("compose run needs the service to run")
+        await self.up(project, False, emit)
+        request = run_request(service, 1, {ONEOFF_LABEL: "True"})
+        networks = [NetworkAttachment(network=a.network) for a in service.networks]
+        updates: dict[str, Any] = {
+            "name": f"{project.name}-{service.name}-run-{secrets.token_hex(6)}",
+            "networks": networks,
+            "ports": [],
+            "restart": "no",
+            "auto_remove": oneoff.rm,
+            "env": [*request.env, *oneoff.env],
+        }
+        if oneoff.command is not None:
+            updates["command"] = oneoff.command
+        if oneoff.entrypoint is not None:
+            updates["entrypoint"] = oneoff.entrypoint
+        record = self.vms.create(request.model_copy(update=updates))
+        vm = await self.vms.start(record.id)
+        emit({"vm": vm.name, "status": "Started"})
+        return vm
 
     def _reached(self, project: str, step: str, point: str) -> None:
         """Note a step of an operation, where a crash test may kill the daemon."""
@@ -145,7 +212,8 @@ class StackManager:
         try:
             if op.op == "up":
                 paths = HostPaths(op.args.get("project_dir"), op.args.get("home"))
-                project = load_project(op.args["document"], op.project, paths)
+                selection = Selection.from_dict(op.args.get("selection") or {})
+                project = load_project(op.args["document"], op.project, paths, selection)
                 await self.up(project, op.args["remove_orphans"], emit)
             else:
                 services, orphans = op.args["services"], op.args["remove_orphans"]
@@ -156,7 +224,8 @@ class StackManager:
 
     def _precheck(self, project: Project) -> None:
         """Refuse what would fail half-way, before anything is created."""
-        for service in project.services:
+        project.check_runnable()
+        for service in [*project.services, *filter(None, [project.oneoff])]:
             self.vms.images.get(service.image)
         self.volumes.precheck(project.volumes)
         own = {n.name for n in self.stack_networks(project.name)}
@@ -196,90 +265,8 @@ class StackManager:
         emit({"network": plan.name, "status": "Created"})
         return True
 
-    async def _deploy_services(self, project: Project, emit: Emit, created: list[str]) -> None:
-        existing = {vm.spec.labels.get(SERVICE_LABEL): vm for vm in self.stack_vms(project.name)}
-        started: dict[str, asyncio.Future[VmRecord]] = {
-            s.name: asyncio.get_running_loop().create_future() for s in project.services
-        }
-
-        async def deploy(index: int, service: ServicePlan) -> None:
-            for dep, condition in service.depends_on.items():
-                vm = await asyncio.shield(started[dep])
-                await self._wait_condition(dep, vm, condition, emit)
-            vm = await self._converge(index, service, existing.get(service.name), emit, created)
-            started[service.name].set_result(vm)
-
-        tasks = [asyncio.create_task(deploy(i, s)) for i, s in enumerate(project.services)]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for future in started.values():
-                if future.done() and not future.cancelled():
-                    future.exception()
-                else:
-                    future.cancel()
-            raise
-
-    async def _converge(
-        self,
-        index: int,
-        service: ServicePlan,
-        current: VmRecord | None,
-        emit: Emit,
-        created: list[str],
-    ) -> VmRecord:
-        """Make one service's VM match the file; an unchanged running VM is left alone."""
-        wanted = service.config_hash
-        if current is not None:
-            if current.spec.labels.get(HASH_LABEL) == wanted:
-                if current.state in ("running", "starting"):
-                    emit({"vm": current.name, "status": "Running"})
-                    self.health.watch(current, service)
-                    return current
-                vm = await self.vms.start(current.id)
-                emit({"vm": vm.name, "status": "Started"})
-                self.health.watch(vm, service)
-                return vm
-            emit({"vm": current.name, "status": "Recreate"})
-            # Its anonymous volumes go with it (compose's --renew-anon-volumes): the new
-            # VM gets new ones, and the old ones would be left to nobody.
-            await self.vms.remove(current.id, force=True, volumes=True)
-        request = _run_request(index, service, wanted)
-        emit({"vm": service.vm_name, "status": "Creating"})
-        record = self.vms.create(request)
-        created.append(record.id)
-        project = service.labels[PROJECT_LABEL]
-        self._reached(project, f"service {service.name} created", UP_CREATED)
-        vm = await self.vms.start(record.id)
-        emit({"vm": vm.name, "status": "Started"})
-        self._reached(project, f"service {service.name} started", UP_STARTED)
-        self.health.watch(vm, service)
-        return vm
-
-    async def _wait_condition(self, service: str, vm: VmRecord, condition: str, emit: Emit) -> None:
-        if condition == "service_healthy":
-            health = self.health.of(vm.id)
-            if health is None:
-                raise InvalidArgument(
-                    f"service {service} has no healthcheck, so it cannot become healthy"
-                )
-            while health.status != "healthy":
-                if health.status == "unhealthy":
-                    raise HyprError(f"service {service} is unhealthy")
-                health.changed.clear()
-                await health.changed.wait()
-            emit({"vm": vm.name, "status": "Healthy"})
-        elif condition == "service_completed_successfully":
-            code = await self.vms.wait(vm.id)
-            if code != 0:
-                raise HyprError(f"service {service} didn't complete successfully: exit {code}")
-            emit({"vm": vm.name, "status": "Exited"})
-
     async def _orphans(self, project: Project, remove: bool, emit: Emit) -> None:
-        names = {s.name for s in project.services}
+        names = set(project.known)
         for vm in self.stack_vms(project.name):
             if vm.spec.labels.get(SERVICE_LABEL) in names:
                 continue
@@ -361,28 +348,6 @@ class StackManager:
         self.health.forget(vm.id)
         await self.vms.remove(vm.id, force=True, volumes=volumes)
         emit({"vm": vm.name, "status": "Removed"})
-
-
-def _run_request(index: int, service: ServicePlan, config_hash: str) -> RunRequest:
-    policy = service.restart
-    return RunRequest(
-        image=service.image,
-        name=service.vm_name,
-        command=service.command,
-        entrypoint=service.entrypoint,
-        env=service.env,
-        networks=[
-            NetworkAttachment(network=a.network, ip=a.ipv4_address, aliases=a.aliases)
-            for a in service.networks
-        ],
-        vcpus=service.vcpus,
-        memory_mib=service.memory_mib,
-        restart=policy,
-        labels={**service.labels, HASH_LABEL: config_hash, ORDER_LABEL: str(index)},
-        hostname=service.hostname,
-        ports=list(service.ports),
-        mounts=mount_requests(service.mounts),
-    )
 
 
 def _orphan_warning(vm: VmRecord) -> dict[str, Any]:
