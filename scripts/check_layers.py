@@ -17,14 +17,15 @@ LAYERS: list[tuple[str, ...]] = [
     ("cli", "hyprd"),  # the two entry points: hyprd wires the API onto the daemon
     ("api",),
     ("daemon",),
-    ("compose",),
+    ("compose", "build"),
     ("network", "vmm", "guest", "images", "volumes"),
     ("state",),
     ("checks", "config", "faults", "process", "units"),
     ("errors",),
 ]
-# The CLI talks HTTP to the API; besides the base it may only read compose files itself.
-CLI_MAY_IMPORT = {"checks", "cli", "compose", "config", "errors", "units"}
+# The CLI talks HTTP to the API; besides the base it may only read compose files and pack
+# build contexts itself.
+CLI_MAY_IMPORT = {"build", "checks", "cli", "compose", "config", "errors", "units"}
 HARNESS = "sandbox"
 ROOT = Path(__file__).resolve().parent.parent / "src" / "hypr"
 

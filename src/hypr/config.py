@@ -53,6 +53,8 @@ class Settings:
     # Registries spoken to in plain HTTP although not on loopback (HYPR_INSECURE_REGISTRIES).
     insecure_registries: tuple[str, ...] = ()
     docker_addr: str = ""  # the Docker Engine API over TCP (API keys required); "": off
+    # The build proxy that RUN steps without a network reach HTTP(S) through; "": none.
+    build_proxy_addr: str = "127.0.0.1:41010"
 
     def __post_init__(self) -> None:
         if self.max_port_range < 1:
@@ -88,6 +90,10 @@ class Settings:
     def volumes_dir(self) -> Path:
         return self.data_dir / "volumes"
 
+    @property
+    def build_cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
     @classmethod
     def from_env(cls) -> Settings:
         accel = os.environ.get("HYPR_ACCEL", "auto")
@@ -105,6 +111,7 @@ class Settings:
             api_addr=os.environ.get("HYPR_API_ADDR", "127.0.0.1:41001"),
             metrics_addr=os.environ.get("HYPR_METRICS_ADDR", "127.0.0.1:41002"),
             docker_addr=os.environ.get("HYPR_DOCKER_ADDR", ""),
+            build_proxy_addr=os.environ.get("HYPR_BUILD_PROXY_ADDR", "127.0.0.1:41010"),
             ssh_allowed_cidr=IPv4Network(os.environ.get("HYPR_SSH_ALLOWED_CIDR", "0.0.0.0/0")),
             ssh_port_min=_env_int("HYPR_SSH_PORT_MIN", 2200),
             ssh_port_max=_env_int("HYPR_SSH_PORT_MAX", 2299),

@@ -9,6 +9,7 @@ Docker's `RAMInBytes`. Pure code: no imports from the rest of hypr but its error
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from hypr.errors import InvalidArgument
 
@@ -77,3 +78,17 @@ _SPANS = (
     (24 * 30 * 2, 24 * 7, "weeks"),
     (24 * 365 * 2, 24 * 30, "months"),
 )
+
+
+def unix_time(created: str) -> int:
+    """An RFC 3339 time (Go writes nanoseconds, which Python does not read) in seconds."""
+    if not created:
+        return 0
+    head, dot, rest = created.partition(".")
+    if dot:
+        zone = rest.lstrip("0123456789")
+        created = f"{head}.{rest[: len(rest) - len(zone)][:6]}{zone}"
+    try:
+        return int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0

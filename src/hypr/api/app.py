@@ -5,7 +5,18 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from hypr import __version__
-from hypr.api import apikeys, dns, images, networks, registry, stacks, system, vms, volumes
+from hypr.api import (
+    apikeys,
+    builds,
+    dns,
+    images,
+    networks,
+    registry,
+    stacks,
+    system,
+    vms,
+    volumes,
+)
 from hypr.api.errors import install_error_handlers
 from hypr.daemon.service import Daemon
 
@@ -23,4 +34,5 @@ def create_app(daemon: Daemon) -> FastAPI:
     app.include_router(registry.router)
     app.include_router(images.router)
     app.include_router(volumes.router)
+    app.include_router(builds.router)
     return app

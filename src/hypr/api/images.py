@@ -12,10 +12,7 @@ not at all).
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -23,15 +20,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from hypr.api.deps import daemon_of
+from hypr.api.progress import progress_stream
 from hypr.api.registry import registry_auth
 from hypr.daemon.images import Progress
-from hypr.errors import HyprError
 from hypr.images.reference import parse_reference
 from hypr.images.store import Image
+from hypr.units import unix_time
 
 router = APIRouter(prefix="/images", tags=["images"])
-
-_DONE: dict[str, Any] = {}  # the end of a pull's event queue
 
 
 class PullRequest(BaseModel):
@@ -49,7 +45,7 @@ def image_summary(image: Image) -> dict[str, Any]:
         "Id": image.id,
         "RepoTags": image.repo_tags,
         "RepoDigests": image.repo_digests,
-        "Created": _unix(image.created),
+        "Created": unix_time(image.created),
         "Size": image.size,
         "Labels": image.config.labels,
         "Builtin": image.builtin,
@@ -91,27 +87,9 @@ async def pull_stream(
 ) -> StreamingResponse:
     """Run a pull (`pulling(progress)`) as a task of its own and answer with its progress
     lines; hypr's /images/pull and Docker's /images/create both answer with it."""
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    task = asyncio.create_task(_pull(pulling, queue.put_nowait))
-    task.add_done_callback(lambda _: queue.put_nowait(_DONE))
-    first = await queue.get()
-    if first is _DONE:
-        task.result()  # raises the error as a status and {"message"}
-
-    async def lines() -> AsyncIterator[bytes]:
-        event = first
-        while event is not _DONE:
-            yield _line(event)
-            event = await queue.get()
-        try:
-            image = task.result()
-            yield _line({"aux": {"Reference": canonical, "Id": image.id}})
-        except HyprError as exc:
-            yield _line({"error": exc.message, "message": exc.message})
-        except Exception as exc:
-            yield _line({"error": f"internal error: {exc}", "message": f"internal error: {exc}"})
-
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    return await progress_stream(
+        pulling, lambda image: [{"aux": {"Reference": canonical, "Id": image.id}}]
+    )
 
 
 @router.get("")
@@ -130,6 +108,11 @@ async def inspect(ref: str, request: Request) -> dict[str, Any]:
     return image_inspect(daemon_of(request).image(ref))
 
 
+@router.get("/{ref:path}/history")
+async def history(ref: str, request: Request) -> list[dict[str, Any]]:
+    return daemon_of(request).image_history(ref)
+
+
 @router.post("/{ref:path}/tag", status_code=201)
 async def tag(ref: str, body: TagRequest, request: Request) -> dict[str, Any]:
     return image_inspect(daemon_of(request).tag_image(ref, body.repo, body.tag))
@@ -138,25 +121,3 @@ async def tag(ref: str, body: TagRequest, request: Request) -> dict[str, Any]:
 @router.delete("/{ref:path}")
 async def remove(ref: str, request: Request, force: bool = False) -> list[dict[str, str]]:
     return daemon_of(request).remove_image(ref, force)
-
-
-async def _pull(pulling: Callable[[Progress], Awaitable[Image]], progress: Progress) -> Image:
-    return await pulling(progress)
-
-
-def _line(event: dict[str, Any]) -> bytes:
-    return (json.dumps(event) + "\n").encode()
-
-
-def _unix(created: str) -> int:
-    """An RFC 3339 time (Go writes nanoseconds, which Python does not read) in seconds."""
-    if not created:
-        return 0
-    head, dot, rest = created.partition(".")
-    if dot:
-        zone = rest.lstrip("0123456789")
-        created = f"{head}.{rest[: len(rest) - len(zone)][:6]}{zone}"
-    try:
-        return int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
-    except ValueError:
-        return 0

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlencode
 
 from hypr.config import run_dir
@@ -97,13 +97,20 @@ class ApiClient:
         json: Any = None,
         timeout: float | None = READ_TIMEOUT,
         headers: dict[str, str] | None = None,
+        content: IO[bytes] | None = None,
     ) -> Iterator[Response]:
         """A response to read as it comes; `timeout=None` waits for ever between reads
-        (a followed log, a stack that takes long to come up)."""
+        (a followed log, a stack that takes long to come up). `content` is a body to send
+        as it is (a build context), its headers the caller's; a list in `params` is a
+        repeated query parameter (`t=a&t=b`)."""
         if params:
-            path += "?" + urlencode({k: _query_value(v) for k, v in params.items()})
+            path += "?" + urlencode(
+                {k: [_query_value(x) for x in v] if isinstance(v, list) else _query_value(v)
+                 for k, v in params.items()},
+                doseq=True,
+            )  # fmt: skip
         headers = {"Host": "hypr", **(headers or {})}
-        body = None
+        body: bytes | IO[bytes] | None = content
         if json is not None:
             body = _json_dumps(json)
             headers["Content-Type"] = "application/json"

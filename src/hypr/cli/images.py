@@ -1,4 +1,4 @@
-"""`hypr pull`, `images`, `rmi`, `tag` and `hypr image inspect|ls|rm|prune`.
+"""`hypr pull`, `images`, `rmi`, `tag` and `hypr image inspect|ls|rm|prune|history`.
 
 `rich` (the progress bars) is imported only by a pull on a terminal: the other commands
 start as fast as `hypr ps`.
@@ -125,6 +125,36 @@ def prune(all_: bool, force: bool) -> None:
     print_pruned("Images", deleted, result["SpaceReclaimed"])
 
 
+@click.command()
+@click.option("--no-trunc", is_flag=True, help="Do not truncate the output")
+@click.option("--quiet", "-q", is_flag=True, help="Only image IDs")
+@click.argument("reference")
+def history(reference: str, no_trunc: bool, quiet: bool) -> None:
+    """Show an image's history: the step that made each layer, newest first."""
+    entries = api().get(f"/images/{quote(reference, safe='')}/history")
+    if quiet:
+        for entry in entries:
+            click.echo(entry["Id"] if no_trunc else _short(entry["Id"]))
+        return
+    now = time.time()
+    rows = []
+    for entry in entries:
+        created_by = entry["CreatedBy"]
+        if not no_trunc and len(created_by) > 45:
+            created_by = created_by[:44] + "…"
+        created = entry["Created"]
+        rows.append([
+            entry["Id"] if no_trunc else _short(entry["Id"]),
+            f"{units.human_duration(now - created)} ago" if created else "N/A",
+            created_by, units.human_size(entry["Size"]), entry["Comment"],
+        ])  # fmt: skip
+    print_table(["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"], rows)
+
+
+def _short(image_id: str) -> str:
+    return image_id if image_id == "<missing>" else image_id.removeprefix("sha256:")[:12]
+
+
 @click.group()
 def image() -> None:
     """Manage images."""
@@ -136,3 +166,4 @@ image.add_command(rmi, "rm")
 image.add_command(prune)
 image.add_command(pull)
 image.add_command(tag)
+image.add_command(history)

@@ -10,10 +10,11 @@ either way: the puller writes an image's rows only once every layer is whole.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from hypr.config import Settings
 from hypr.errors import Conflict, HyprError, InvalidArgument, NotFound
@@ -24,6 +25,7 @@ from hypr.images.registry import RegistryClient
 from hypr.images.registry_auth import RegistryAuth
 from hypr.images.store import Image, ImageStore
 from hypr.state.vms import VmRecord
+from hypr.units import unix_time
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +165,34 @@ class ImageService:
 
     def all(self) -> list[Image]:
         return self.store.all()
+
+    def history(self, reference: str) -> list[dict[str, Any]]:
+        """`hypr image history`: the config's history, newest first, in Docker's shape;
+        each entry that made a layer has that layer's size."""
+        image = self.get(reference)
+        if image.builtin:
+            size = image.size
+            return [{"Id": image.id, "Created": 0, "CreatedBy": "hypr's built-in image",
+                     "Tags": image.repo_tags, "Size": size, "Comment": ""}]  # fmt: skip
+        row = self.store.rows.get(image.id)
+        assert row is not None
+        history = json.loads(row.config).get("history") or []
+        layers = list(row.diff_ids)
+        entries = []
+        for item in history:
+            size = 0
+            if not item.get("empty_layer") and layers:
+                layer = self.store.rows.layer(layers.pop(0))
+                size = layer.size if layer else 0
+            entries.append({
+                "Id": "<missing>", "Created": unix_time(str(item.get("created") or "")),
+                "CreatedBy": str(item.get("created_by") or ""), "Tags": None, "Size": size,
+                "Comment": str(item.get("comment") or ""),
+            })  # fmt: skip
+        entries.reverse()
+        if entries:
+            entries[0]["Id"], entries[0]["Tags"] = image.id, image.repo_tags
+        return entries
 
     def users(self, image: Image) -> list[VmRecord]:
         """The VMs that run `image` (in any state)."""

@@ -12,12 +12,13 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pyroute2 import AsyncIPRoute
 
 from hypr.config import Settings
 from hypr.daemon.apikeys import ApiKeys
+from hypr.daemon.builds import BuildRequest, BuildService
 from hypr.daemon.console import Consoles
 from hypr.daemon.containers import ContainerService
 from hypr.daemon.details import ViewBuilder
@@ -120,6 +121,9 @@ class Daemon:
         self.events = EventBus(self.networks.repo.find)
         self.vms.observers.append(self.events)
         self.networks.observers.append(self.events)
+        self.builds = BuildService(
+            settings, self.image_service, self.vms.accel, self.vms.adapter, self.vms.run_root
+        )
         self.views = ViewBuilder(
             self.vms, self.networks, self.volumes, self.ports, self.images, self.container_health
         )
@@ -133,6 +137,7 @@ class Daemon:
         self.volumes.reconcile()  # before VMs are adopted or booted again: they mount them
         await self.vms.reconcile()
         self.vms.resolve_accel_in_background()
+        await self.builds.start()
         self.stacks.resume()
 
     @property
@@ -218,6 +223,17 @@ class Daemon:
 
     def prune_images(self, all: bool) -> Prune:
         return self.image_service.prune(all)
+
+    def image_history(self, ref: str) -> list[dict[str, Any]]:
+        return self.image_service.history(ref)
+
+    async def build_image(
+        self, context: AsyncIterator[bytes], req: BuildRequest, emit: Callable[[str], None]
+    ) -> Image:
+        return await self.builds.build(context, req, emit)
+
+    def prune_builder(self) -> tuple[int, int]:
+        return self.builds.prune()
 
     # --- volume facade -------------------------------------------------------------------
 
@@ -353,6 +369,7 @@ class Daemon:
 
     async def close(self) -> None:
         """Release handles; VMs and networks stay, so a restarted daemon adopts them."""
+        await self.builds.close()
         await self.image_service.close()
         await self.vms.shutdown()
         self.dns.close()

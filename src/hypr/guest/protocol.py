@@ -194,11 +194,12 @@ class AgentClient:
         user: str | None = None,
         tty: bool = False,
         size: TtySize | None = None,
+        agent_root: bool = False,
     ) -> ExecSession:
         """Start a process in the guest; stdin is /dev/null unless `interactive`. With `tty`
         it runs on a pty: its output all arrives as stdout, with a terminal's line ends."""
         await self._wait_handshake()
-        payload = exec_payload(argv, env, workdir, interactive, user, tty, size)
+        payload = exec_payload(argv, env, workdir, interactive, user, tty, size, agent_root)
         session_id = self._next_id
         self._next_id = self._next_id % 0xFFFFFFFF + 1
         session = ExecSession(self, session_id, interactive)
@@ -217,13 +218,16 @@ class AgentClient:
         workdir: str | None = None,
         stdin: bytes = b"",
         user: str | None = None,
+        agent_root: bool = False,
     ) -> ExecResult:
         """Run a process to completion and collect its output. If the caller cancels (e.g.
         its `asyncio.timeout()` expires) the guest process is SIGKILLed, not left running."""
         out: dict[Stream, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
         session: ExecSession | None = None
         try:
-            session = await self.open_exec(argv, env, workdir, bool(stdin), user)
+            session = await self.open_exec(
+                argv, env, workdir, bool(stdin), user, agent_root=agent_root
+            )
             if stdin:
                 await session.write_stdin(stdin)
                 await session.close_stdin()

@@ -81,6 +81,9 @@ class GuestSpec:
     layers: int = 1  # image layers attached as block devices layer0 (bottom) .. layerN-1
     # The virtio-fs tag of the shared folders, if the VM has any.
     shares_tag: str | None = None
+    # A build VM: no workload, only the steps the host runs with exec; its overlay keeps
+    # the upper directory plain (no redirects), so a step's changes read as a layer.
+    build: bool = False
 
 
 def encode_value(value: str) -> str:
@@ -178,4 +181,6 @@ def kernel_args(spec: GuestSpec) -> str:
     words.append(f"hypr.layers={int(spec.layers)}")
     if spec.shares_tag is not None:
         words.append("hypr.shares=" + _safe("shared folder tag", spec.shares_tag))
+    if spec.build:
+        words.append("hypr.build=1")
     return " ".join(words)

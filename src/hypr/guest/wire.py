@@ -115,9 +115,11 @@ def exec_payload(
     user: str | None = None,
     tty: bool = False,
     size: TtySize | None = None,
+    agent_root: bool = False,
 ) -> bytes:
     """The EXEC frame payload; without `user` the session runs as the workload's user.
-    With `tty` the process gets a pty (of `size`, if given) for stdin, stdout and stderr."""
+    With `tty` the process gets a pty (of `size`, if given) for stdin, stdout and stderr.
+    With `agent_root` (build VMs only) it runs in the agent's initramfs, not the image."""
     if not argv:
         raise ValueError("argv must not be empty")
     records = [("arg", a) for a in argv] + [("env", e) for e in env]
@@ -131,6 +133,8 @@ def exec_payload(
         records.append(("tty", "1"))
         if size is not None:
             records += size.records()
+    if agent_root:
+        records.append(("root", "agent"))
     return encode_records(records)
 
 

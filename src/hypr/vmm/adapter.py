@@ -23,6 +23,19 @@ class NicConfig:
     mac: str
 
 
+@dataclass(frozen=True)
+class UserNic:
+    """A NIC on QEMU's user-mode network (slirp), no TAP: a build step's. With `isolated`
+    the guest reaches nothing at all but `forwards`; without, it has NAT through the host's
+    own connections."""
+
+    mac: str
+    isolated: bool = True
+    # Guest-side (address, port) -> a shell command QEMU runs per connection, its stdin and
+    # stdout being the connection (how an isolated guest reaches the build proxy).
+    forwards: dict[tuple[str, int], str] = field(default_factory=dict)
+
+
 # The virtio-fs tag under which a VM's shared folders appear, each as an entry of its name.
 SHARES_TAG = "hypr"
 
@@ -60,6 +73,7 @@ class VmConfig:
     console_log: Path
     accel: Accel = "tcg"
     shares: list[SharedDir] = field(default_factory=list)
+    user_nic: UserNic | None = None  # after `nics`, as the guest's last ethN
 
 
 @dataclass(frozen=True)

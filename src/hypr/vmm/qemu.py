@@ -23,7 +23,7 @@ from hypr import faults
 from hypr.errors import InvalidArgument
 from hypr.process import command_lines, wait_exit
 from hypr.vmm import virtiofs
-from hypr.vmm.adapter import SHARES_TAG, Accel, CommandSpec, VmConfig, VmHandle
+from hypr.vmm.adapter import SHARES_TAG, Accel, CommandSpec, UserNic, VmConfig, VmHandle
 from hypr.vmm.cmdline import kernel_cmdline
 from hypr.vmm.tsc import host_tsc_khz
 
@@ -81,6 +81,18 @@ def _shares_args(config: VmConfig) -> tuple[list[str], list[str]]:
     return memory, device
 
 
+def _user_nic_args(nic: UserNic, index: int) -> list[str]:
+    options = [f"user,id=net{index}", f"restrict={'on' if nic.isolated else 'off'}"]
+    for (address, port), command in nic.forwards.items():
+        if "," in command:
+            raise ValueError(f"a guest forward command cannot contain a comma: {command!r}")
+        options.append(f"guestfwd=tcp:{address}:{port}-cmd:{command}")
+    return [
+        "-netdev", ",".join(options),
+        "-device", f"virtio-net-device,netdev=net{index},mac={nic.mac}",
+    ]  # fmt: skip
+
+
 class QemuAdapter:
     """Boots VMs with `qemu-system-x86_64 -M microvm`."""
 
@@ -96,7 +108,8 @@ class QemuAdapter:
 
     def build_command(self, config: VmConfig) -> CommandSpec:
         """The argv and the per-VM initrd (the shared one + `initrd_append`)."""
-        check_devices(len(config.layers), len(config.nics), bool(config.shares))
+        nic_count = len(config.nics) + (config.user_nic is not None)
+        check_devices(len(config.layers), nic_count, bool(config.shares))
         run = config.runtime_dir
         initrd = run / INITRD
         memory, shares = _shares_args(config)
@@ -127,6 +140,8 @@ class QemuAdapter:
                 "-netdev", f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no",
                 "-device", f"virtio-net-device,netdev=net{index},mac={nic.mac}",
             ]  # fmt: skip
+        if config.user_nic is not None:
+            argv += _user_nic_args(config.user_nic, len(config.nics))
         argv += [
             # Two ports (0 is reserved for a console): with the default 31 the guest sets up
             # 64 virtqueues when virtio_console probes.

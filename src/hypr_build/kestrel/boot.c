@@ -23,7 +23,7 @@
 
 struct strv dns;
 char hostname[65] = "hypr";
-bool probe;
+bool probe, build_mode;
 struct strv spec_argv, base_env;
 char *spec_workdir, *spec_user;
 int restart_policy = R_NO, max_restarts, stop_signal = SIGTERM, nlayers = 1;
@@ -109,6 +109,8 @@ void parse_cmdline(void)
 			shares_tag = strdup(w + 12);
 		} else if (!strcmp(w, "hypr.probe=1")) {
 			probe = true;
+		} else if (!strcmp(w, "hypr.build=1")) {
+			build_mode = true;
 		}
 	}
 	free(cmd);
@@ -173,7 +175,13 @@ void setup_rootfs(void)
 	mkdir("/mnt/rw/work", 0755);
 	mkdir(NEWROOT, 0755);
 	const char *rw = ",upperdir=/mnt/rw/upper,workdir=/mnt/rw/work";
-	buf_add(&lower, rw, strlen(rw) + 1);
+	/* A build step's layer is the upper directory as it is: no redirects or
+	 * metadata-only copies that would point into the layers below. */
+	const char *plain = ",redirect_dir=off,metacopy=off";
+	buf_add(&lower, rw, strlen(rw));
+	if (build_mode)
+		buf_add(&lower, plain, strlen(plain));
+	buf_add(&lower, "", 1);
 	if (mount("overlay", NEWROOT, "overlay", 0, lower.p) < 0)
 		fatal("cannot mount the overlay root");
 	buf_free(&lower);

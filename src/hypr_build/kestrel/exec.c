@@ -133,7 +133,7 @@ void handle_exec(uint32_t id, const char *p, size_t n)
 	recs[n] = 0;
 	struct strv argv = { 0 }, env = { 0 };
 	const char *cwd = spec_workdir, *user = spec_user;
-	bool want_stdin = false, tty = false;
+	bool want_stdin = false, tty = false, in_image = true;
 	unsigned long rows = 0, cols = 0;
 	for (size_t i = 0; i < base_env.n; i++)
 		strv_add(&env, base_env.v[i]);
@@ -150,6 +150,8 @@ void handle_exec(uint32_t id, const char *p, size_t n)
 			want_stdin = true;
 		else if (!strcmp(r, "tty=1"))
 			tty = true;
+		else if (!strcmp(r, "root=agent") && build_mode)
+			in_image = false;
 		else
 			size_record(r, &rows, &cols);
 	}
@@ -164,7 +166,7 @@ void handle_exec(uint32_t id, const char *p, size_t n)
 		session_fail(id, "kestrel: pipe failed\n", 126);
 	} else {
 		int fd0 = tty ? po[1] : want_stdin ? pi[0] : devnull;
-		pid_t pid = spawn(argv.v, env.v, cwd, user, fd0, po[1], tty ? po[1] : pe[1]);
+		pid_t pid = spawn(argv.v, env.v, cwd, user, fd0, po[1], tty ? po[1] : pe[1], in_image);
 		if (pid < 0) {
 			session_fail(id, "kestrel: fork failed\n", 126);
 		} else {

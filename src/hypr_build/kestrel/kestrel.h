@@ -98,7 +98,7 @@ void boot_report(void);
 /* boot.c: what the command line and /hypr/spec say */
 extern struct strv dns;
 extern char hostname[65];
-extern bool probe;
+extern bool probe, build_mode;
 extern struct strv spec_argv, base_env;
 extern char *spec_workdir, *spec_user;
 extern int restart_policy, max_restarts, stop_signal, nlayers;
@@ -127,7 +127,7 @@ void setup_network(void);
 /* workload.c */
 extern struct workload wl;
 pid_t spawn(char *const argv[], char *const envp[], const char *cwd, const char *user, int fd0,
-	    int fd1, int fd2);
+	    int fd1, int fd2, bool in_image);
 void kill_group(pid_t pid, int sig);
 void start_workload(void);
 void handle_shutdown(const char *p, size_t n);
@@ -142,6 +142,9 @@ bool pump_pipe(struct session *s, int *fd, int type);
 void handle_exec(uint32_t id, const char *p, size_t n);
 void handle_resize(uint32_t id, const char *p, size_t n);
 void finish_sessions(void);
+
+/* layer.c */
+int list_opaque_dirs(const char *root);
 
 /* channel.c */
 extern int chan;             /* the virtio-serial port, once found */

@@ -22,6 +22,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -42,8 +43,10 @@ static int timeout_until(uint64_t at, uint64_t now, int cur)
 	return cur < 0 || t < cur ? t : cur;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	if (argc == 3 && !strcmp(argv[1], "--opaque-dirs"))
+		return list_opaque_dirs(argv[2]);
 	boot_mark("init");
 	early_setup();
 	boot_mark("mounts");
@@ -73,7 +76,8 @@ int main(void)
 	write_etc();
 	setup_mounts();
 	boot_mark("volumes");
-	start_workload();
+	if (!build_mode) /* a build VM only runs the steps the host sends */
+		start_workload();
 	boot_mark("workload");
 	chan_scan_until = now_ms() + 30000;
 

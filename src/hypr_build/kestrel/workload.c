@@ -24,10 +24,11 @@ void kill_group(pid_t pid, int sig)
 		kill(pid, sig);
 }
 
-/* fork+exec into /newroot as `user` (NULL: root); in the child, failures
- * print to fd 2 and exit 127 (not found) or 126 (cannot run), like Docker. */
+/* fork+exec into /newroot as `user` (NULL: root), or in the agent's own root
+ * (the initramfs: a build reads the upper layer from there); in the child,
+ * failures print to fd 2 and exit 127 (not found) or 126 (cannot run), like Docker. */
 pid_t spawn(char *const argv[], char *const envp[], const char *cwd, const char *user, int fd0,
-	    int fd1, int fd2)
+	    int fd1, int fd2, bool in_image)
 {
 	pid_t pid = fork();
 	if (pid != 0)
@@ -41,7 +42,7 @@ pid_t spawn(char *const argv[], char *const envp[], const char *cwd, const char 
 		_exit(126);
 	if (isatty(0)) /* an exec session's pty: make it the controlling terminal */
 		ioctl(0, TIOCSCTTY, 0);
-	if (chroot(NEWROOT) < 0 || chdir("/") < 0) {
+	if (in_image && (chroot(NEWROOT) < 0 || chdir("/") < 0)) {
 		dprintf(2, "kestrel: chroot: %s\n", strerror(errno));
 		_exit(126);
 	}
@@ -73,7 +74,7 @@ pid_t spawn(char *const argv[], char *const envp[], const char *cwd, const char 
 
 void start_workload(void)
 {
-	pid_t pid = spawn(spec_argv.v, base_env.v, spec_workdir, spec_user, devnull, console, console);
+	pid_t pid = spawn(spec_argv.v, base_env.v, spec_workdir, spec_user, devnull, console, console, true);
 	if (pid < 0) {
 		logmsg("cannot fork the workload: %s", strerror(errno));
 		wl.restart_at = now_ms() + 1000;

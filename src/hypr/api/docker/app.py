@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hypr import __version__
-from hypr.api import registry
+from hypr.api import builds, registry
 from hypr.api.docker import containers, events, images, logs, networks, system, volumes
 from hypr.api.docker import exec as exec_api
 from hypr.api.docker.versions import API_VERSION, VERSION_KEY
@@ -55,6 +55,7 @@ def create_docker_app(daemon: Daemon) -> ASGIApp:
     app.include_router(images.router)
     app.include_router(registry.router)  # /auth: `docker login` checks there
     app.include_router(volumes.router)
+    app.include_router(builds.router)  # the same /build as hypr's API
     app.include_router(events.router)
     app.include_router(logs.router)
     app.include_router(exec_api.router)

@@ -98,6 +98,12 @@ async def inspect(name: str, request: Request) -> dict[str, Any]:
     return {**view, **extra}
 
 
+@router.get("/{name:path}/history")
+async def history(name: str, request: Request) -> list[dict[str, Any]]:
+    with _no_such_image(name):
+        return daemon_of(request).image_history(name)
+
+
 @router.post("/{name:path}/tag", status_code=201)
 async def tag(name: str, request: Request, repo: str = "", tag: str = "") -> Response:
     if not repo:

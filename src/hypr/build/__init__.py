@@ -1,0 +1,1 @@
+"""Dockerfile builds: the language, build contexts, the layer cache and the steps."""
