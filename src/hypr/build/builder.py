@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from graphlib import TopologicalSorter
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from hypr.build.access import Emit, ImageAccess
 from hypr.build.cache import BuildCache, CachedStep, chain
 from hypr.build.dockerfile import (
     Dockerfile,
@@ -30,25 +30,7 @@ from hypr.build.steps import StepRunner
 from hypr.build.vm import BuildMachine, BuildNetwork
 from hypr.errors import HyprError, InvalidArgument
 
-Emit = Callable[[str], None]
 COMMENT = "buildkit.dockerfile.v0"  # what BuildKit writes in each history entry
-
-
-@dataclass(frozen=True)
-class BaseImage:
-    id: str
-    config: dict[str, Any]  # the whole OCI image config
-    layers: list[tuple[str, Path]]  # (diff_id, squashfs), bottom first
-
-
-class ImageAccess(Protocol):
-    """What the builder needs from the image store."""
-
-    async def base(self, reference: str, pull: bool, emit: Emit) -> BaseImage: ...
-
-    async def add_layer(self, tar: Path, diff_id: str) -> Path: ...
-
-    def layer(self, diff_id: str) -> Path | None: ...
 
 
 @dataclass(frozen=True)

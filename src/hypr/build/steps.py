@@ -10,11 +10,12 @@ import posixpath
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import httpx
 
 from hypr.build import layer
+from hypr.build.access import Emit, ImageAccess
 from hypr.build.copy import CopyOptions, parse_chmod, parse_chown, plan
 from hypr.build.dockerfile import (
     DockerfileError,
@@ -24,12 +25,9 @@ from hypr.build.dockerfile import (
     heredoc_content,
 )
 from hypr.build.rootview import RootView
+from hypr.build.stage import StageState
 from hypr.build.vm import BuildMachine, BuildNetwork, BuildVm, StepFailed
 from hypr.errors import HyprError, InvalidArgument
-
-if TYPE_CHECKING:
-    from hypr.build.builder import Emit, ImageAccess
-    from hypr.build.stage import StageState
 
 NETWORKS = ("none", "default")
 TAIL_LINES = 10

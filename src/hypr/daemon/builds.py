@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hypr.build.builder import BaseImage, Builder, BuildOptions, Emit
+from hypr.build.access import BaseImage, Emit
+from hypr.build.builder import Builder, BuildOptions
 from hypr.build.cache import BuildCache
 from hypr.build.context import unpack_context
 from hypr.build.dockerfile import parse
