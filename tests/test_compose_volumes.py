@@ -188,8 +188,8 @@ def test_undeclared_volume_is_refused_before_anything(lab: Lab) -> None:
     result = lab.compose(stack, "up", "-d")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
-        "Error: services.a.volumes[0]: undefined volume 'db' (declare it under the top-level "
-        "volumes:)"
+        f"Error: {stack / 'compose.yaml'}: services.a.volumes[0]: undefined volume 'db' "
+        "(declare it under the top-level volumes:)"
     ]
     assert lab.vms("undeclared") == [] and set(lab.volumes()) == before
 

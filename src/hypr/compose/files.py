@@ -1,8 +1,9 @@
 """Which compose files a command reads, and from where, as Docker Compose picks them.
 
 `-f` (repeatable; `-` is stdin), else `COMPOSE_FILE` (split on `COMPOSE_PATH_SEPARATOR`,
-by default `:`), else the first of the default names found in the working directory or
-the nearest parent that has one, with its `*.override.*` file beside it. The project
+by default `:`), else the first of the default names found in the working directory (or
+`--project-directory`) or the nearest parent that has one, with its `*.override.*` file
+beside it. The project
 directory is `--project-directory`, else the first file's directory; `.env` there (or the
 `--env-file`s) fills the variables the environment does not set.
 """
@@ -58,7 +59,8 @@ def find_sources(options: Options, cwd: Path, environ: Mapping[str, str]) -> Sou
     if not files and env.get("COMPOSE_FILE"):
         separator = env.get("COMPOSE_PATH_SEPARATOR") or os.pathsep
         files = [f for f in env["COMPOSE_FILE"].split(separator) if f]
-    files = [f if f == STDIN else str(cwd / f) for f in files] or _discover(cwd)
+    start = cwd / options.project_directory if options.project_directory else cwd
+    files = [f if f == STDIN else str(cwd / f) for f in files] or _discover(start)
     for file in files:
         if file != STDIN and not Path(file).is_file():
             raise InvalidArgument(f"compose file {os.path.relpath(file, cwd)} not found")

@@ -70,7 +70,7 @@ def load_document(sources: Sources, read_stdin: Callable[[], str], cwd: Path) ->
     """The files of `sources` as one interpolated document."""
     result = Document({})
     for file in sources.files:
-        name = "stdin" if file == STDIN else os.path.relpath(file, cwd)
+        name = "stdin" if file == STDIN else _shown(Path(file), cwd)
         text = read_stdin() if file == STDIN else Path(file).read_text()
         part = _load_file(text, name, Path(file), sources.project_dir, sources.env, [])
         result.files.append((name, part))
@@ -81,6 +81,12 @@ def load_document(sources: Sources, read_stdin: Callable[[], str], cwd: Path) ->
     result.document = strip_tags(result.document)
     _inline_env_files(result.document, sources.project_dir)
     return result
+
+
+def _shown(file: Path, cwd: Path) -> str:
+    """How errors name a file: relative to the working directory if it is below it."""
+    relative = os.path.relpath(file, cwd)
+    return str(file) if relative.startswith("..") else relative
 
 
 def _load_file(
