@@ -44,7 +44,7 @@ def compose_cycle(daemon: Hyprd, workdir: Path) -> tuple[float, float]:
     while True:
         with daemon.api() as api:
             stack = api.get("/stacks/bench").json()
-        health = [vm.get("health") for vm in stack["services"].values()]
+        health = [vm.get("health") for vm in stack["vms"]]
         if health and all(h == "healthy" for h in health):
             break
         if time.monotonic() > deadline:
