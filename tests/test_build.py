@@ -4,15 +4,19 @@ Dockerfile put there. Bad input gets one line and leaves nothing behind."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hypr.sandbox import UPSTREAM_ADDRESS, Hyprd, add_upstream, create_netns, delete_netns, in_ns
+from tests.oci_images import busybox_layers
+from tests.registry import Registry, hyprd_with_registry
 
 pytestmark = pytest.mark.vm
 
@@ -20,8 +24,9 @@ BUILD_TIMEOUT = 600
 
 
 class Lab:
-    def __init__(self, hyprd: Hyprd, root: Path) -> None:
+    def __init__(self, hyprd: Hyprd, registry: Registry, root: Path) -> None:
         self.hyprd = hyprd
+        self.registry = registry
         self.root = root
         self.count = 0
 
@@ -59,14 +64,10 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """One daemon (and a registry) in one namespace for the module: boots are the cost."""
     root = tmp_path_factory.mktemp("build")
-    ns = create_netns()
-    try:
-        hyprd = Hyprd(ns, root / "daemon")
-        hyprd.start()
-        yield Lab(hyprd, root)
-    finally:
-        delete_netns(ns)
+    with hyprd_with_registry(root) as (hyprd, registry):
+        yield Lab(hyprd, registry, root)
 
 
 def steps(output: str) -> dict[str, str]:
@@ -297,3 +298,77 @@ def test_run_has_no_network_but_the_build_proxy_which_logs_it(lab: Lab) -> None:
             server.kill()
             server.wait()
         delete_netns(upstream)
+
+
+def layer_entries(lab: Lab, diff_id: str) -> list[str]:
+    """The entries of a stored layer (rdsquashfs's listing: `kind path ...`)."""
+    name = diff_id.removeprefix("sha256:") + ".squashfs"
+    path = lab.hyprd.data_dir / "images" / "layers" / name
+    listing = subprocess.run(["rdsquashfs", "-d", str(path)], capture_output=True, text=True)
+    return [" ".join(line.split()[:2]) for line in listing.stdout.splitlines()]
+
+
+STEPS = """\
+FROM busybox
+RUN echo one > /a && mkdir /dir && echo kept > /dir/kept
+RUN rm /a && echo two > /b && rm -rf /dir && mkdir /dir && echo new > /dir/new
+RUN <<END
+echo three > /c
+cat /b /dir/new > /d
+END
+"""
+
+
+def test_run_steps_share_a_vm_and_each_layer_holds_only_its_own_changes(lab: Lab) -> None:
+    result = lab.build("-t", "steps:1", str(lab.context(STEPS)))
+    assert result.returncode == 0, result.stderr
+    layers = json.loads(lab.hyprd.ok("image", "inspect", "steps:1"))[0]["RootFS"]["Layers"]
+    first, second, third = (layer_entries(lab, d) for d in layers[-3:])
+    assert "file a" in first and "file dir/kept" in first
+    assert "nod a" in second and "file b" in second  # the whiteout of /a
+    assert "file dir/new" in second and "file dir/kept" not in second
+    assert "file c" in third and "file d" in third
+    assert not any(e.endswith((" b", " a", " dir/new")) for e in third)
+    out = lab.run("steps:1", "sh", "-c", "ls /a /dir; cat /b /c /d")
+    assert "/a: No such file or directory" in out and "kept" not in out
+    assert out.split()[-4:] == ["two", "three", "two", "new"]
+
+
+def test_from_a_pulled_image_add_of_a_tar_and_a_heredoc(lab: Lab) -> None:
+    ref = lab.registry.push(busybox_layers(), "latest", "base/busybox")
+    ctx = lab.context(f"FROM {ref}\nADD bundle.tar /opt/\nCOPY <<END /etc/motd\nhello\nEND\n")
+    with tarfile.open(ctx / "bundle.tar", "w") as tar:
+        data = b"inside the tar\n"
+        info = tarfile.TarInfo("pkg/readme")
+        info.size, info.uid, info.gid = len(data), 42, 43
+        tar.addfile(info, io.BytesIO(data))
+    result = lab.build("-t", "pulled:1", str(ctx))
+    assert result.returncode == 0, result.stderr
+    # the image's entrypoint is ["/bin/sh", "-c"]: one argument, a script
+    out = lab.run("pulled:1", "cat /opt/pkg/readme /etc/motd; ls -ln /opt/pkg")
+    assert "inside the tar" in out and "hello" in out
+    assert " 42 " in out and " 43 " in out  # ADD keeps the archive's owners
+    assert lab.run("pulled:1", "cat /data/file").startswith("hard linked")  # the base's files
+
+
+def test_the_docker_cli_builds_and_shows_the_history(lab: Lab) -> None:
+    ctx = lab.context('FROM busybox\nRUN echo docker-built > /x\nCMD ["cat", "/x"]\n')
+    env = {**lab.hyprd.docker_env, "DOCKER_BUILDKIT": "0"}
+    built = subprocess.run(["docker", "build", "-t", "dk:1", str(ctx)], env=env,
+                           capture_output=True, text=True, timeout=BUILD_TIMEOUT)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    assert "Successfully tagged dk:1" in built.stdout
+    history = lab.hyprd.docker("history", "--no-trunc", "dk:1")
+    assert history.returncode == 0 and "RUN /bin/sh -c echo docker-built" in history.stdout
+    assert lab.run("dk:1").startswith("docker-built")
+    bad = subprocess.run(["docker", "build", str(lab.context("FROM busybox\nNOPE\n"))], env=env,
+                         capture_output=True, text=True, timeout=BUILD_TIMEOUT)  # fmt: skip
+    assert bad.returncode != 0 and "unknown instruction: NOPE" in bad.stderr
+
+
+def test_builder_prune_empties_the_cache(lab: Lab) -> None:
+    ctx = lab.context("FROM busybox\nRUN echo cached > /p\n")
+    assert lab.build("-t", "prune:1", str(ctx)).returncode == 0
+    assert "CACHED" in lab.build(str(ctx)).stdout
+    lab.hyprd.ok("builder", "prune", "-f")
+    assert "CACHED" not in lab.build(str(ctx)).stdout

@@ -77,8 +77,11 @@ class Builder:
     async def build(self) -> BuildResult:
         target = self._target()
         order = self._order(target)
-        for index in order:
-            self.done[index] = await self._stage(self.df.stages[index])
+        try:
+            for index in order:
+                self.done[index] = await self._stage(self.df.stages[index])
+        finally:
+            await self.steps.close()
         unused = sorted(set(self.options.build_args) - self.used_args - set(self.globals))
         if unused:
             self.emit(f"[Warning] One or more build-args {unused} were not consumed\n")

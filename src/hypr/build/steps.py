@@ -57,6 +57,7 @@ class StepRunner:
         self.images = images
         self.machine = machine
         self.emit = emit
+        self._vm: BuildVm | None = None
 
     async def prepare(
         self, state: StageState, inst: Instruction, work: Path, from_stage: FromStage
@@ -87,22 +88,48 @@ class StepRunner:
                 tail.append(text)
                 self.emit(f"#{number} {time.monotonic() - began:.3f} {text}\n")
 
+        vm = await self._vm_for(state, network)
         try:
-            async with BuildVm(self.machine, [p for _, p in state.layers], network) as vm:
-                try:
-                    for path, data in step.files.items():
-                        await vm.put_file(path, data)
-                    await vm.run(step.argv, step.env, state.workdir, state.user, output)
-                finally:
-                    if pending:
-                        output(b"\n")
-                return await vm.capture(tar)
-        except StepFailed as exc:
+            try:
+                for path, data in step.files.items():
+                    await vm.put_file(path, data)
+                await vm.run(step.argv, step.env, state.workdir, state.user, output)
+            finally:
+                if pending:
+                    output(b"\n")
+            diff_id = await vm.capture(tar)
+            await vm.restack(diff_id)
+            return diff_id
+        except BaseException as error:
+            await self.close()
+            if not isinstance(error, StepFailed):
+                raise
+            exc = error
             shown = "\n".join(tail)
             raise BuildFailed(
                 f"{state.file}:{step.inst.line}: {step.inst.source!r} did not complete "
                 f"successfully: exit code {exc.code}" + (f"\n{shown}" if shown else "")
             ) from None
+
+    async def _vm_for(self, state: StageState, network: BuildNetwork) -> BuildVm:
+        """The build VM whose root is the stage as it is now: the one the stage's last
+        RUN left (its steps' uppers stacked as lower layers in the guest), else a new one
+        (a COPY came between, or the network differs)."""
+        diff_ids = [d for d, _ in state.layers]
+        vm = self._vm
+        if vm is not None and vm.diff_ids == diff_ids and vm.network == network:
+            return vm
+        await self.close()
+        vm = BuildVm(self.machine, [p for _, p in state.layers], network, diff_ids)
+        await vm.__aenter__()
+        self._vm = vm
+        return vm
+
+    async def close(self) -> None:
+        """Stop the build VM kept for the next RUN, if any."""
+        vm, self._vm = self._vm, None
+        if vm is not None:
+            await vm.__aexit__(None, None, None)
 
     # --- RUN -----------------------------------------------------------------------------
 
@@ -141,7 +168,9 @@ class StepRunner:
             root = work / "heredocs"
             root.mkdir()
             for doc in inst.heredocs:
-                (root / doc.name).write_text(heredoc_content(inst, doc, state.lookup))
+                path = root / doc.name
+                path.write_text(heredoc_content(inst, doc, state.lookup))
+                path.chmod(0o644)  # as BuildKit makes heredoc files
             sources = [doc.name for doc in inst.heredocs]
         source = inst.flag("from")
         if source is not None:

@@ -37,6 +37,27 @@ PROXY_URL = f"http://{PROXY[0]}:{PROXY[1]}"
 HOSTNAME = "buildkitsandbox"  # what a Docker build step sees
 UPPER = "/mnt/rw/upper"
 BOOT_TIMEOUT = 120.0
+# Run in the agent's initramfs after a step's layer was read: nothing of the step runs any
+# more (capture killed it). The root's tree is detached, the upper directory becomes the
+# top lower layer (`$1` numbers it), and the root is mounted again as the agent's boot
+# does it (kestrel/boot.c); devtmpfs is one instance, its links are still there.
+RESTACK = """
+set -e
+root=/newroot
+lower=$(sed -n 's|^overlay /newroot overlay .*lowerdir=\\([^,]*\\).*|\\1|p' /proc/mounts)
+umount -l $root
+mv /mnt/rw/upper /mnt/rw/step$1
+rm -rf /mnt/rw/work
+mkdir /mnt/rw/upper /mnt/rw/work
+dirs=upperdir=/mnt/rw/upper,workdir=/mnt/rw/work
+mount -t overlay -o lowerdir=/mnt/rw/step$1:$lower,$dirs,redirect_dir=off,metacopy=off overlay $root
+mount -t proc -o nosuid,nodev,noexec proc $root/proc
+mount -t sysfs -o nosuid,nodev,noexec sysfs $root/sys
+mount -t devtmpfs -o nosuid,mode=0755 devtmpfs $root/dev
+mkdir -p $root/dev/pts $root/dev/shm
+mount -t devpts -o nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,gid=5 devpts $root/dev/pts
+mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs $root/dev/shm
+"""
 
 
 @dataclass(frozen=True)
@@ -66,10 +87,17 @@ class BuildVm:
     """`async with BuildVm(machine, layers, network) as vm: await vm.run(...)`; the VM and
     its files are gone when the block ends, however it ends."""
 
-    def __init__(self, machine: BuildMachine, layers: Sequence[Path], network: BuildNetwork):
+    def __init__(
+        self,
+        machine: BuildMachine,
+        layers: Sequence[Path],
+        network: BuildNetwork,
+        diff_ids: Sequence[str] = (),
+    ) -> None:
         self.machine = machine
         self.layers = list(layers)
         self.network = network
+        self.diff_ids = list(diff_ids)  # the layers its root is made of, restacks included
         # Under the daemon's VM runtime root, which a restart sweeps: a build VM that a
         # killed hyprd left is an unknown hypervisor there, killed and removed.
         self.id = "build-" + secrets.token_hex(5)
@@ -152,6 +180,16 @@ class BuildVm:
             return await asyncio.to_thread(upper_to_oci, raw, out, dirs)
         finally:
             raw.unlink(missing_ok=True)
+
+    async def restack(self, diff_id: str) -> None:
+        """Make what the last step changed a lower layer of the root and start an empty
+        upper directory, so the next step's layer holds only its own changes: a stage's
+        RUN steps share one VM instead of booting one each."""
+        argv = ["busybox", "sh", "-c", RESTACK, "sh", str(len(self.diff_ids))]
+        result = await self._live_agent().exec(argv, agent_root=True)
+        if result.exit_code != 0:
+            raise RuntimeError(f"cannot restack the build VM's root: {result.stderr.decode()}")
+        self.diff_ids.append(diff_id)
 
     # ----------------------------------------------------------------------- internals
 
