@@ -372,3 +372,57 @@ def test_builder_prune_empties_the_cache(lab: Lab) -> None:
     assert "CACHED" in lab.build(str(ctx)).stdout
     lab.hyprd.ok("builder", "prune", "-f")
     assert "CACHED" not in lab.build(str(ctx)).stdout
+
+
+COMPOSE = """\
+services:
+  web:
+    build:
+      context: ./web
+      dockerfile: web.Dockerfile
+      target: final
+      args: [GREETING=from-compose, FROM_ENV]
+      labels: {org.example.built-by: compose}
+    command: ["sleep", "3600"]
+  tool:
+    build: ./tool
+    image: tools/tool:1
+    command: ["sleep", "3600"]
+"""
+
+
+def test_compose_builds_what_services_need(lab: Lab) -> None:
+    project = lab.root / "stack"
+    (project / "web").mkdir(parents=True)
+    (project / "tool").mkdir()
+    (project / "compose.yaml").write_text(COMPOSE)
+    (project / "web" / "web.Dockerfile").write_text(
+        "FROM busybox AS final\nARG GREETING\nARG FROM_ENV\n"
+        'RUN echo "$GREETING $FROM_ENV" > /greeting\nFROM final AS unused\nRUN exit 1\n'
+    )
+    (project / "tool" / "Dockerfile").write_text("FROM busybox\nCOPY . /tool/\n")
+    (project / "tool" / "data.txt").write_text("tool data\n")
+    compose = ("compose", "-f", str(project / "compose.yaml"), "-p", "built")
+    env_before = dict(lab.hyprd.extra_env)
+    lab.hyprd.extra_env["FROM_ENV"] = "and-env"
+    try:
+        build = lab.hyprd.hypr(*compose, "build", timeout=BUILD_TIMEOUT)
+    finally:
+        lab.hyprd.extra_env.clear()
+        lab.hyprd.extra_env.update(env_before)
+    assert build.returncode == 0, build.stderr
+    assert "Successfully tagged built-web:latest" in build.stdout
+    assert "Successfully tagged tools/tool:1" in build.stdout
+    labels = json.loads(lab.hyprd.ok("image", "inspect", "built-web"))[0]["Config"]["Labels"]
+    assert labels == {"org.example.built-by": "compose"}
+
+    up = lab.hyprd.hypr(*compose, "up", "-d", timeout=BUILD_TIMEOUT)
+    assert up.returncode == 0, up.stderr
+    assert "Building" not in up.stderr  # both images are there: nothing to build
+    assert lab.hyprd.ok("exec", "built-web-1", "cat", "/greeting").strip() == "from-compose and-env"
+    assert lab.hyprd.ok("exec", "built-tool-1", "cat", "/tool/data.txt").strip() == "tool data"
+
+    rebuilt = lab.hyprd.hypr(*compose, "up", "-d", "--build", timeout=BUILD_TIMEOUT)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "Building web" in rebuilt.stderr and "CACHED" in rebuilt.stderr
+    assert lab.hyprd.hypr(*compose, "down").returncode == 0

@@ -332,8 +332,6 @@ def test_corpus_include() -> None:
     assert own_env.healthcheck["test"] == ["CMD-SHELL", "echo test TEST! $SOME_VAR"]
     diamond = corpus("compose-go/include-diamond-left.yaml")
     assert diamond.service("diamond").build is not None
-    with pytest.raises(InvalidArgument, match="hypr cannot build images yet"):
-        diamond.check_runnable()
 
 
 @pytest.mark.parametrize(

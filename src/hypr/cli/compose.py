@@ -107,21 +107,24 @@ def config(what: str | None, quiet: bool) -> None:
 
 
 def _images(project: Project, policy: str | None) -> list[tuple[str, str]]:
-    """Each image the services name, once, with the pull policy to pull it by: the first
-    service's `pull_policy`, unless `policy` overrides them all."""
+    """Each image the services pull (not those they build), once, with the pull policy to
+    pull it by: the first service's `pull_policy`, unless `policy` overrides them all."""
     found: dict[str, str] = {}
     for service in [*project.services, *filter(None, [project.oneoff])]:
-        found.setdefault(service.image, policy or service.pull_policy)
+        if service.build is None:
+            found.setdefault(service.image, policy or service.pull_policy)
     return list(found.items())
 
 
-def _prepare(project: Project, policy: str | None) -> None:
-    """What `up` and `run` do here before the daemon deploys: refuse what needs a build,
-    pull the images (each registry with its own stored credentials), and make the missing
-    bind sources compose makes, as the user who runs compose, so they are that user's."""
+def _prepare(project: Project, policy: str | None, build: bool = False) -> None:
+    """What `up` and `run` do here before the daemon deploys: build the images of services
+    with `build:` that are missing (all of them with `build`), pull the others (each
+    registry with its own stored credentials), and make the missing bind sources compose
+    makes, as the user who runs compose, so they are that user's."""
+    from hypr.cli.compose_build import build_services
     from hypr.cli.pulling import pull_as
 
-    project.check_runnable()
+    build_services(project, only_missing=not build, out=sys.stderr)
     for image, how in _images(project, policy):
         pull_as(image, how, sys.stderr)
     for path in project.host_paths_to_create():
@@ -144,6 +147,7 @@ def _prepare(project: Project, policy: str | None) -> None:
     type=click.Choice(["always", "missing", "never"]),
     help="Pull images first (default: each service's pull_policy)",
 )
+@click.option("--build", is_flag=True, help="Build images before starting (else only missing)")
 def up(
     services: tuple[str, ...],
     detach: bool,
@@ -151,6 +155,7 @@ def up(
     scale: tuple[str, ...],
     no_deps: bool,
     pull: str | None,
+    build: bool,
 ) -> None:
     """Pull what is missing, create networks and volumes, start services (all, or the
     named ones and what they depend on) in dependency order."""
@@ -158,7 +163,7 @@ def up(
 
     loaded = target.load()
     chosen = {"services": list(services), "scale": parse_scale(scale), "no_deps": no_deps}
-    _prepare(loaded.project(**chosen), pull)
+    _prepare(loaded.project(**chosen), pull, build)
     body = {**loaded.body(**chosen), "remove_orphans": remove_orphans}
     stream(f"/stacks/{loaded.name}/up", body)
     if detach:
@@ -224,6 +229,18 @@ def pull(services: tuple[str, ...]) -> None:
     for image, policy in _images(target.load().project(services=list(services)), None):
         if policy != "never":
             show_pull(image, sys.stderr)
+
+
+@app.command("build")
+@click.argument("services", nargs=-1)
+@click.option("--no-cache", is_flag=True, help="Do not use the build cache")
+@click.option("--pull", is_flag=True, help="Pull FROM images even if present")
+def build_(services: tuple[str, ...], no_cache: bool, pull: bool) -> None:
+    """Build the images of the services with `build:` (all, or the named ones)."""
+    from hypr.cli.compose_build import build_services
+
+    project = target.load().project(services=list(services), no_deps=True)
+    build_services(project, only_missing=False, no_cache=no_cache, pull=pull)
 
 
 @app.command()

@@ -76,8 +76,8 @@ class Deploy(ComposeModel):
 
 
 class Build(ComposeModel):
-    """`build:`, short (the context) or long; hypr does not build yet (`ServicePlan.build`
-    carries it to whoever will)."""
+    """`build:`, short (the context) or long; the CLI builds it (hypr.cli.compose_build)
+    into the service's image before `up`."""
 
     context: str = "."
     dockerfile: str | None = None
@@ -155,14 +155,15 @@ class Service(ComposeModel):
     @field_validator("pull_policy", mode="before")
     @classmethod
     def _pull_policy(cls, value: Any) -> str:
-        """Compose's `if_not_present` is `missing`; `build` needs a builder hypr lacks."""
+        """Compose's `if_not_present` is `missing`; its `build` (build every time) is
+        `hypr compose up --build` here."""
         text = str(value)
         if text == "if_not_present":
             return "missing"
         if text not in ("always", "missing", "never"):
             raise ValueError(
                 f"{text!r} is not supported (use always, missing or never"
-                + ("; hypr builds no images" if text == "build" else "")
+                + ("; to build every time, use up --build" if text == "build" else "")
                 + ")"
             )
         return text

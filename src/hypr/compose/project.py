@@ -164,15 +164,6 @@ class Project:
                 return service
         raise InvalidArgument(f"no such service: {name}")
 
-    def check_runnable(self) -> None:
-        """Refuse a project that has a service to build: hypr runs only images yet."""
-        for service in [*self.services, *filter(None, [self.oneoff])]:
-            if service.build is not None:
-                raise InvalidArgument(
-                    f"services.{service.name}.build: hypr cannot build images yet; "
-                    "build it elsewhere, then use image:"
-                )
-
     def to_dict(self) -> dict[str, Any]:
         data = {
             "name": self.name,

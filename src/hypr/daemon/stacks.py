@@ -223,8 +223,8 @@ class StackManager:
             self.ops.finish(op.project)
 
     def _precheck(self, project: Project) -> None:
-        """Refuse what would fail half-way, before anything is created."""
-        project.check_runnable()
+        """Refuse what would fail half-way, before anything is created (an image that is
+        not there: the CLI pulls and builds before it asks for `up`)."""
         for service in [*project.services, *filter(None, [project.oneoff])]:
             self.vms.images.get(service.image)
         self.volumes.precheck(project.volumes)
