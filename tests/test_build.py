@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import subprocess
 import sys
 import tarfile
@@ -68,6 +69,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     root = tmp_path_factory.mktemp("build")
     with hyprd_with_registry(root) as (hyprd, registry):
         yield Lab(hyprd, registry, root)
+
+
+def build_dirs(hyprd: Hyprd) -> list[Path]:
+    """The runtime directories of build VMs (beside the VMs')."""
+    return list((hyprd.run_dir / "vms").glob("build-*"))
 
 
 def steps(output: str) -> dict[str, str]:
@@ -230,8 +236,7 @@ def test_a_failing_run_fails_the_build_and_leaves_nothing(lab: Lab) -> None:
     assert lab.hyprd.hypr("image", "inspect", "failing:1").returncode != 0
     assert lab.hyprd.ok("images", "-q") == before
     assert lab.build_vms() == []
-    builds = lab.hyprd.run_dir / "vms" / "builds"
-    assert not builds.exists() or list(builds.iterdir()) == []
+    assert build_dirs(lab.hyprd) == []
 
 
 @pytest.mark.parametrize(
@@ -426,3 +431,40 @@ def test_compose_builds_what_services_need(lab: Lab) -> None:
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "Building web" in rebuilt.stderr and "CACHED" in rebuilt.stderr
     assert lab.hyprd.hypr(*compose, "down").returncode == 0
+
+
+def test_two_builds_of_one_thing_do_the_work_once(lab: Lab) -> None:
+    ctx = lab.context("FROM busybox\nRUN echo once > /once\n")
+    procs = [
+        subprocess.Popen([str(Path(sys.executable).parent / "hypr"), "build", "-t", f"twice:{i}",
+                          str(ctx)], env=lab.hyprd.env, stdout=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]  # fmt: skip
+    outputs = [proc.communicate(timeout=BUILD_TIMEOUT)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0]
+    run_step = sorted(steps(out)["#2"] for out in outputs)
+    assert run_step == ["CACHED", "DONE"]  # one VM ran the step; the other build reused it
+
+
+def test_a_daemon_killed_during_a_build_leaves_nothing_after_its_restart(
+    hyprd: Hyprd, tmp_path: Path
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo started && sleep 600\n")
+    argv = [str(Path(sys.executable).parent / "hypr"), "build", "-t", "killed:1", str(ctx)]
+    proc = subprocess.Popen(argv, env=hyprd.env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.rstrip().endswith(" started"):
+            break
+    assert build_dirs(hyprd) != []
+    hyprd.stop(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    hyprd.start()
+    lab = Lab(hyprd, None, tmp_path)  # type: ignore[arg-type]
+    assert lab.build_vms() == []
+    assert build_dirs(hyprd) == []
+    assert list((hyprd.data_dir / "builds").iterdir()) == []
+    assert hyprd.hypr("image", "inspect", "killed:1").returncode != 0

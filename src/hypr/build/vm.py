@@ -100,7 +100,7 @@ class BuildVm:
         self.diff_ids = list(diff_ids)  # the layers its root is made of, restacks included
         # Under the daemon's VM runtime root, which a restart sweeps: a build VM that a
         # killed hyprd left is an unknown hypervisor there, killed and removed.
-        self.id = "build-" + secrets.token_hex(5)
+        self.id = "build-" + secrets.token_hex(4)  # as short as a VM's: socket paths
         self.runtime_dir = machine.runtime_root / self.id
         self._handle: VmHandle | None = None
         self._agent: AgentClient | None = None

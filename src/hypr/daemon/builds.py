@@ -110,7 +110,8 @@ class BuildService:
             text = _read_dockerfile(root, req.dockerfile)
             _drop_ignored_build_files(root, req.dockerfile)
             dockerfile = parse(text, req.dockerfile, req.options.build_args)
-            key = hashlib.sha256(f"{digest}\0{req}".encode()).hexdigest()
+            # The same context and options (whatever the tags): one build at a time.
+            key = hashlib.sha256(f"{digest}\0{req.dockerfile}\0{req.options}".encode()).hexdigest()
             lock = self._locks.setdefault(key, asyncio.Lock())
             async with lock:
                 builder = Builder(dockerfile, root, req.options, _StoreAccess(self.images),
@@ -147,7 +148,7 @@ class BuildService:
             kernel=self.accel.kernel,
             initrd=self.accel.initramfs,
             accel=accel,
-            runtime_root=self.run_root / "builds",
+            runtime_root=self.run_root,
             proxy_command=f"busybox nc {proxy.host} {proxy.port}" if proxy else None,
             proxy_url=proxy.url if proxy else None,
         )
