@@ -94,7 +94,7 @@ class RootView:
 
     def lookup(self, path: str) -> Node | None:
         """The entry at `path` as it is (no symlink followed)."""
-        return self.nodes.get(posixpath.normpath("/" + path))
+        return self.nodes.get(posixpath.normpath("/" + path.lstrip("/")))
 
     def resolve(self, path: str, follow_last: bool = True) -> str:
         """`path` with the symlinks on its way resolved inside the root (as openat2's
