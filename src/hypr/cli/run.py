@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -64,6 +64,11 @@ from hypr.errors import InvalidArgument
     "--mount", "mounts", multiple=True, help="type=volume|bind|tmpfs,source=..,target=..[,readonly]"
 )
 @click.option("--tmpfs", multiple=True, help="TARGET[:size=64m,mode=1777]")
+@click.option(
+    "--user-data",
+    type=click.File("r", encoding="utf-8"),
+    help="cloud-init user data: a #cloud-config file or a #! script (- for stdin)",
+)
 def run(
     image: str,
     command: tuple[str, ...],
@@ -89,6 +94,7 @@ def run(
     volumes: tuple[str, ...],
     mounts: tuple[str, ...],
     tmpfs: tuple[str, ...],
+    user_data: TextIO | None,
 ) -> None:
     """Create and start a VM.
 
@@ -133,6 +139,7 @@ def run(
         "volumes": [volume_option(text) for text in volumes],
         "mounts": mount_requests,
         "tmpfs": dict(tmpfs_option(text) for text in tmpfs),
+        "user_data": user_data.read() if user_data is not None else None,
     }
     client = api()
     try:

@@ -24,10 +24,12 @@ from hypr.daemon.observers import VmObserver
 from hypr.daemon.reconcile import runtime_dir
 from hypr.daemon.specs import guest_hosts
 from hypr.daemon.supervision import OnExit, RunningVm, Supervisor
+from hypr.daemon.userdata import UserDataBoot
 from hypr.errors import HyprError
 from hypr.guest.spec import GuestNic, GuestSpec, WorkloadSpec, kernel_args, spec_cpio
 from hypr.images.store import Image, ImageStore
 from hypr.network.names import now_rfc3339
+from hypr.state.sems import VmSems
 from hypr.state.vms import VmRecord, VmRepository
 from hypr.vmm.adapter import SHARES_TAG, Accel, NicConfig, VmConfig, VmHandle, VmmAdapter
 
@@ -64,6 +66,7 @@ class VmBooter:
         self.observers = observers  # the manager's own list: services join it later
         self.run_root = run_root
         self.log_path = log_path
+        self.userdata = UserDataBoot(VmSems(rows.db))
 
     async def boot(self, vm: VmRecord, on_exit: OnExit) -> None:
         """Intent, addresses, TAPs, hypervisor, agent. If the boot fails, TAPs and addresses
@@ -104,6 +107,7 @@ class VmBooter:
         self.rows.update(vm.id, pid=handle.pid, restarts=0)
         faults.point(RUN_RECORDED)
         await self._await_agent(vm, handle, on_exit)
+        self.userdata.booted(vm)
 
     def _config(
         self,
@@ -117,10 +121,13 @@ class VmBooter:
         QEMU is given."""
         layers = list(image.layers)
         shares, mounts = self.mounts.for_boot(vm.spec.mounts)
+        hostname = vm.spec.hostname or vm.name
+        user_data = self.userdata.for_boot(vm, hostname, nics, self.nics.dns_servers(vm))
+        nics = user_data.nics
         guest = GuestSpec(
-            hostname=vm.spec.hostname or vm.name,
+            hostname=user_data.hostname,
             nics=[nic for _, nic in nics],
-            dns=self.nics.dns_servers(vm),
+            dns=user_data.dns,
             workload=WorkloadSpec(
                 argv=vm.spec.argv,
                 env=vm.spec.env,
@@ -142,7 +149,7 @@ class VmBooter:
             initrd=self.accel.initramfs,
             # The shared-folder modules travel only with the VMs that load them.
             initrd_append=(self.accel.shares_initramfs.read_bytes() if shares else b"")
-            + spec_cpio(guest.workload, mounts),
+            + spec_cpio(guest.workload, mounts, user_data.lines),
             cmdline=kernel_args(guest),
             layers=layers,
             nics=[NicConfig(tap, nic.mac) for tap, nic in nics],

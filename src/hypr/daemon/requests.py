@@ -81,6 +81,8 @@ class RunRequest(_Request):
     tty: bool = False  # the client asked for a terminal (the console is one either way)
     # Docker's --add-host "NAME:IP" ("host-gateway": the first NIC's gateway), in /etc/hosts.
     extra_hosts: list[str] = Field(default_factory=list)
+    # cloud-init user data (`--user-data FILE`): a #cloud-config document or a #! script.
+    user_data: str | None = None
 
     @property
     def attachments(self) -> list[NetworkAttachment]:

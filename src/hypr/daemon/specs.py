@@ -48,6 +48,7 @@ def check_request_text(req: RunRequest) -> None:
     check_no_nul("volume", [*req.volumes, *req.tmpfs, *req.tmpfs.values()])
     check_no_nul("mount", [v for m in req.mounts for v in (m.source, m.target)])
     check_no_nul("extra host", req.extra_hosts)
+    check_no_nul("user data", [req.user_data])
     check_no_nul("healthcheck", req.healthcheck.test if req.healthcheck else [])
     for attachment in req.networks or []:
         check_no_nul("network", [attachment.network, attachment.ip, attachment.mac])
@@ -102,6 +103,7 @@ def build_spec(req: RunRequest, image: Image) -> VmSpec:
         stop_timeout=req.stop_timeout,
         tty=req.tty,
         extra_hosts=list(req.extra_hosts),
+        user_data=req.user_data,
     )
 
 

@@ -33,6 +33,7 @@ from hypr.daemon.reconcile import ACTIVE_STATES, RESTARTED_POLICIES, Reconciler,
 from hypr.daemon.requests import RunRequest
 from hypr.daemon.specs import build_spec
 from hypr.daemon.supervision import RunningVm, Supervisor
+from hypr.daemon.userdata import with_user_data
 from hypr.daemon.volumes import VolumeService
 from hypr.errors import Conflict, HyprError, NotFound
 from hypr.guest.protocol import AgentClient
@@ -140,6 +141,7 @@ class VmManager:
     def create(self, req: RunRequest) -> VmRecord:
         """Validate the request and claim name, MACs and addresses in one transaction."""
         image = self.images.get(req.image)
+        req = with_user_data(req)
         spec = build_spec(req, image)
         name = check_vm_name(req.name) if req.name else self._generated_name()
         vm_id = new_id()

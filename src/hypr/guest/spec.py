@@ -148,9 +148,13 @@ def mount_line(mount: GuestMount) -> str:
     return "mount=" + "\t".join(encode_value(f) for f in [*fields, ",".join(options)])
 
 
-def spec_cpio(spec: WorkloadSpec, mounts: Sequence[GuestMount] = ()) -> bytes:
-    """A newc archive holding /hypr/spec, meant to be appended to the shared initramfs."""
+def spec_cpio(
+    spec: WorkloadSpec, mounts: Sequence[GuestMount] = (), userdata: Sequence[str] = ()
+) -> bytes:
+    """A newc archive holding /hypr/spec, meant to be appended to the shared initramfs;
+    `userdata` are the ready-made `ud.*` lines of guest/userdata.py."""
     text = workload_spec_bytes(spec) + "".join(mount_line(m) + "\n" for m in mounts).encode()
+    text += "".join(line + "\n" for line in userdata).encode("ascii")
     entries = [
         CpioEntry.directory("hypr"),
         CpioEntry.file("hypr/spec", text, 0o600),

@@ -173,4 +173,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE networks ADD COLUMN ip_range TEXT;
     ALTER TABLE networks ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
     """,
+    # 9: cloud-init's per-instance semaphores: the VM's root is new at every boot, so the
+    # host remembers that a VM's `runcmd` and user-data script ran (at its first boot).
+    """
+    CREATE TABLE vm_sems (
+        vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        done TEXT NOT NULL,  -- RFC 3339
+        PRIMARY KEY (vm_id, name)
+    ) WITHOUT ROWID;
+    """,
 ]

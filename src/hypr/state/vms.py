@@ -79,6 +79,8 @@ class VmSpec:
     # client asked for one (Docker's Tty), so that logs and attach send it unframed.
     tty: bool = False
     extra_hosts: list[str] = field(default_factory=list)  # "NAME:IP" lines for /etc/hosts
+    # cloud-init user data as given (checked at create), applied at every boot.
+    user_data: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -247,6 +247,10 @@ void read_spec(void)
 			parse_mount(v); /* its fields are decoded one by one */
 			continue;
 		}
+		if (!strncmp(l, "ud.", 3)) {
+			parse_userdata(l + 3, v); /* so are these */
+			continue;
+		}
 		pct_decode(v);
 		if (!strcmp(l, "arg"))
 			strv_add(&spec_argv, v);

@@ -6,6 +6,7 @@
  *   mounts.c    volumes, bind mounts and tmpfs in the image root
  *   user.c      Docker's -u: users and groups from the image's /etc/passwd and /etc/group
  *   net.c       NIC configuration (ioctl; busybox udhcpc for "dhcp")
+ *   userdata.c  cloud-init user data: a NoCloud seed, or its common subset applied
  *   workload.c  the main process: spawn, exit, restart policy, shutdown
  *   exec.c      exec sessions multiplexed over the channel
  *   channel.c   the virtio-serial control channel and its frames
@@ -123,6 +124,11 @@ extern struct nic nics[MAX_NICS];
 extern int nnics;
 void parse_net(char *v);
 void setup_network(void);
+
+/* userdata.c */
+void parse_userdata(const char *kind, char *v);
+void apply_userdata(void);
+void start_userdata_once(void);
 
 /* workload.c */
 extern struct workload wl;

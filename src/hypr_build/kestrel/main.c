@@ -76,8 +76,10 @@ int main(int argc, char **argv)
 	write_etc();
 	setup_mounts();
 	boot_mark("volumes");
+	apply_userdata();
 	if (!build_mode) /* a build VM only runs the steps the host sends */
 		start_workload();
+	start_userdata_once();
 	boot_mark("workload");
 	chan_scan_until = now_ms() + 30000;
 
