@@ -163,3 +163,16 @@ def test_an_image_with_cloud_init_gets_a_nocloud_seed(hyprd: Hyprd, tmp_path: Pa
     # cloud-init applies the rest: the agent did not.
     assert hyprd.hypr("exec", "ci", "--", "test", "-e", "/etc/x").returncode == 1
     assert exec_out(hyprd, "ci", "hostname").strip() == "seeded"
+
+
+HATCH_NETWORK = "#cloud-config\nnetwork:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true"
+
+
+def test_hatchs_dhcp_network_config_takes_the_reserved_address(hyprd: Hyprd) -> None:
+    with hyprd.api() as api:
+        body = {"image": "busybox", "name": "d", "command": ["sleep", "3600"]}
+        response = api.post("/vms", json={**body, "user_data": HATCH_NETWORK})
+    assert response.status_code == 201, response.text
+    address = hyprd.inspect("d")["guest_ip"]
+    wait_for(lambda: f"inet {address}/16" in exec_out(hyprd, "d", "ip", "addr", "show", "eth0"))
+    assert "udhcpc" in exec_out(hyprd, "d", "ps")
