@@ -86,7 +86,9 @@ def test_cloud_config_subset_in_an_image_without_cloud_init(hyprd: Hyprd, tmp_pa
     # The static address is the NIC's: configured in the guest and known to hypr.
     assert "inet 10.77.0.50/24" in exec_out(hyprd, "web", "ip", "addr", "show", "eth0")
     assert hyprd.inspect("web")["guest_ip"] == "10.77.0.50"
-    assert "packages is not applied" in hyprd.ok("logs", "web")
+    # What is not applied is said in the VM's log and in hyprd's.
+    assert "user data: packages is not applied" in hyprd.ok("logs", "web")
+    assert "user data of VM web: packages is not applied" in hyprd.log()
 
     hyprd.ok("stop", "web")
     hyprd.ok("start", "web")
