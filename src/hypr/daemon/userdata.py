@@ -48,8 +48,9 @@ def with_user_data(req: RunRequest) -> RunRequest:
     if req.user_data is None:
         return req
     data = read_user_data(req.user_data)
+    name = req.name or "(unnamed)"
     for note in data.notes:
-        log.warning("user data of VM %s: %s", req.name or "(unnamed)", note)
+        log.warning("user data of VM %s: %s", name, note)
     if data.network is None:
         return req
     attachments = list(req.attachments)
@@ -70,7 +71,7 @@ def with_user_data(req: RunRequest) -> RunRequest:
             )
         attachments[matched[0]] = _with_ip(attachments[matched[0]], str(entry.address.ip))
     for key in unmatched(data.network, macs):
-        log.warning("user data of VM %s: network.ethernets.%s matches no NIC", req.name, key)
+        log.warning("user data of VM %s: network.ethernets.%s matches no NIC", name, key)
     return req.model_copy(update={"networks": attachments})
 
 
