@@ -28,13 +28,17 @@ class _Guarded:
     network_id: str
     mac: str
     address: IPv4Address | None
+    routed: bool  # a ptp network's TAP
 
 
 class NicGuard:
     """Keeps the firewall's per-TAP elements equal to the running VMs' NICs."""
 
-    def __init__(self, firewall: NicGuardDriver) -> None:
+    def __init__(
+        self, firewall: NicGuardDriver, network_of: Callable[[str], NetworkRecord | None]
+    ) -> None:
         self.firewall = firewall
+        self.network_of = network_of
         self._taps: dict[str, _Guarded] = {}
 
     # --- VmObserver ----------------------------------------------------------------------
@@ -77,8 +81,10 @@ class NicGuard:
                 continue
             if nic.tap in self._taps:  # a reused name: its elements still point at the old NIC
                 self._drop(nic.tap)
-            self.firewall.allow_nic(nic.tap, nic.mac, nic.address)
-            self._taps[nic.tap] = _Guarded(vm.id, nic.network_id, nic.mac, nic.address)
+            net = self.network_of(nic.network_id)
+            routed = net is not None and net.driver == "ptp"
+            self.firewall.allow_nic(nic.tap, nic.mac, nic.address, routed)
+            self._taps[nic.tap] = _Guarded(vm.id, nic.network_id, nic.mac, nic.address, routed)
 
     def _forget(self, which: Callable[[_Guarded], bool]) -> None:
         for tap in [tap for tap, guarded in self._taps.items() if which(guarded)]:
@@ -87,6 +93,6 @@ class NicGuard:
     def _drop(self, tap: str) -> None:
         guarded = self._taps.pop(tap)
         try:
-            self.firewall.forget_nic(tap, guarded.mac, guarded.address)
+            self.firewall.forget_nic(tap, guarded.mac, guarded.address, guarded.routed)
         except FirewallError as exc:  # the elements are gone already; keep going
             log.warning("cannot drop the anti-spoofing elements of %s: %s", tap, exc)

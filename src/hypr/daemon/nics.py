@@ -12,7 +12,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import replace
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address
 from typing import TypeVar
 
 from pyroute2 import AsyncIPRoute
@@ -21,11 +21,13 @@ from hypr.checks import parse_ipv4
 from hypr.daemon.requests import NetworkAttachment
 from hypr.errors import Conflict, InvalidArgument, NotFound
 from hypr.guest.spec import GuestNic
+from hypr.network.drivers import driver_of
 from hypr.network.ipam import Ipam
 from hypr.network.links import delete_link, owned_links
 from hypr.network.manager import NetworkManager
-from hypr.network.tap import TapNameTaken, create_tap, delete_tap
+from hypr.network.tap import TapNameTaken, delete_tap
 from hypr.state.db import Database
+from hypr.state.networks import NetworkRecord
 from hypr.state.vms import NicRecord, VmRecord, VmRepository
 
 log = logging.getLogger(__name__)
@@ -111,12 +113,16 @@ class NicService:
         try:
             for nic in vm.nics:
                 net = self.networks.get(nic.network_id)
-                tap = await self._new_tap(vm.id, net.bridge)
+                assert nic.address is not None  # reclaimed above
+                tap = await self._new_tap(vm.id, net, nic.address)
                 self.rows.set_tap(vm.id, nic.idx, tap)
                 self._reserved_taps.discard(tap)
-                address = IPv4Interface(f"{nic.address}/{net.subnet.prefixlen}")
+                driver = driver_of(net)
+                address = driver.guest_interface(net, nic.address)
                 guest_nic = GuestNic(
-                    mac=nic.mac, address=None if vm.spec.dhcp else address, gateway=net.gateway
+                    mac=nic.mac,
+                    address=None if vm.spec.dhcp else address,
+                    gateway=driver.nic_gateway(net, nic.address),
                 )
                 configs.append((tap, guest_nic))
         except BaseException:
@@ -216,7 +222,7 @@ class NicService:
                     self.rows.set_address(vm.id, nic.idx, address)
         return self.rows.get(vm.id) or vm
 
-    async def _new_tap(self, vm_id: str, bridge: str) -> str:
+    async def _new_tap(self, vm_id: str, net: NetworkRecord, address: IPv4Address) -> str:
         while True:
             used = self.rows.taps_in_use() | self._reserved_taps
             index = 0
@@ -225,7 +231,7 @@ class NicService:
             name = f"tap{index}"
             self._reserved_taps.add(name)
             try:
-                await create_tap(self.ipr, name, bridge, vm_id, mtu=1500)
+                await driver_of(net).plug(self.ipr, name, net, vm_id, address)
                 return name
             except TapNameTaken:
                 continue  # a foreign link has that name; keep it reserved and try the next

@@ -104,7 +104,7 @@ class Daemon:
         self.ports = PortForwarder(self.db, self.firewall, ssh_pool, settings.max_port_range)
         self.vms.observers.append(self.ports)
         self.networks.observers.append(self.ports)
-        self.nic_guard = NicGuard(self.firewall)
+        self.nic_guard = NicGuard(self.firewall, self.networks.repo.find)
         self.vms.observers.append(self.nic_guard)
         self.networks.observers.append(self.nic_guard)
         self.dns = DnsService(settings.run_dir, self.db, self.networks, self.firewall)

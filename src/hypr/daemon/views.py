@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from hypr.network.drivers import driver_of
 from hypr.state.networks import NetworkRecord
 from hypr.state.ports import PortForward
 from hypr.state.vms import VmRecord
@@ -60,13 +61,18 @@ def nic_details(vm: VmRecord, networks: dict[str, NetworkRecord]) -> list[NicDet
     details = []
     for nic in vm.nics:
         net = networks.get(nic.network_id)
+        prefix_len, gateway = None, None
+        if net is not None and nic.address is not None:
+            driver = driver_of(net)
+            prefix_len = driver.guest_interface(net, nic.address).network.prefixlen
+            gateway = driver.nic_gateway(net, nic.address)
         details.append(
             NicDetails(
                 network=net.name if net else nic.network_id,
                 network_id=nic.network_id,
                 ip=nic.address,
-                prefix_len=net.subnet.prefixlen if net else None,
-                gateway=net.gateway if net else None,
+                prefix_len=prefix_len,
+                gateway=gateway,
                 mac=nic.mac,
                 tap=nic.tap,
             )

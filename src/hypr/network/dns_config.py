@@ -70,21 +70,22 @@ def reverse_zones(subnet: IPv4Network) -> list[str]:
 
 
 def network_config(net: NetworkRecord, directory: Path) -> str:
-    """A network's own server: its VMs' names, and DHCP on its bridge."""
+    """A network's own server: its VMs' names, and DHCP on its bridge (a ptp network has
+    none: its guests are configured by the agent, each on a TAP of its own)."""
+    dhcp = [
+        f"dhcp-range={net.subnet.network_address},static,{net.subnet.netmask},{LEASE_TIME}",
+        f"dhcp-hostsdir={directory / 'dhcp'}",
+        f"dhcp-leasefile={directory / LEASES}",
+        "dhcp-authoritative",
+        f"dhcp-option=option:router,{net.gateway}",
+        f"dhcp-option=option:dns-server,{net.gateway}",
+    ]
     return _config(
         f"network {net.name} ({net.id})",
         directory,
         [net],
         GUEST_PORT,
-        [
-            f"hostsdir={directory / 'hosts'}",
-            f"dhcp-range={net.subnet.network_address},static,{net.subnet.netmask},{LEASE_TIME}",
-            f"dhcp-hostsdir={directory / 'dhcp'}",
-            f"dhcp-leasefile={directory / LEASES}",
-            "dhcp-authoritative",
-            f"dhcp-option=option:router,{net.gateway}",
-            f"dhcp-option=option:dns-server,{net.gateway}",
-        ],
+        [f"hostsdir={directory / 'hosts'}", *(dhcp if net.driver == "bridge" else [])],
     )
 
 

@@ -202,11 +202,16 @@ class DnsSteeringDriver(Protocol):
 
 class NicGuardDriver(Protocol):
     """What anti-spoofing needs from a firewall backend: one VM NIC's TAP passes only
-    frames from its MAC, and IPv4 and ARP only from its address (None: DHCP only)."""
+    frames from its MAC, and IPv4 and ARP only from its address (None: DHCP only); a
+    `routed` (ptp) TAP joins the forward policy as a network of its own."""
 
-    def allow_nic(self, tap: str, mac: str, address: IPv4Address | None) -> None: ...
+    def allow_nic(
+        self, tap: str, mac: str, address: IPv4Address | None, routed: bool = False
+    ) -> None: ...
 
-    def forget_nic(self, tap: str, mac: str, address: IPv4Address | None) -> None: ...
+    def forget_nic(
+        self, tap: str, mac: str, address: IPv4Address | None, routed: bool = False
+    ) -> None: ...
 
 
 class NftablesFirewall:
@@ -270,11 +275,15 @@ class NftablesFirewall:
         if items:
             self.run(f"delete element {TABLE} dns_views {{ {items} }}")
 
-    def allow_nic(self, tap: str, mac: str, address: IPv4Address | None) -> None:
-        self.run(_nic_commands("add", tap, mac, address))
+    def allow_nic(
+        self, tap: str, mac: str, address: IPv4Address | None, routed: bool = False
+    ) -> None:
+        self.run(_nic_commands("add", tap, mac, address, routed))
 
-    def forget_nic(self, tap: str, mac: str, address: IPv4Address | None) -> None:
-        self.run(_nic_commands("delete", tap, mac, address))
+    def forget_nic(
+        self, tap: str, mac: str, address: IPv4Address | None, routed: bool = False
+    ) -> None:
+        self.run(_nic_commands("delete", tap, mac, address, routed))
 
     def teardown(self) -> None:
         self.run(
@@ -285,6 +294,10 @@ class NftablesFirewall:
 
 
 def _element_commands(verb: str, net: NetworkRecord) -> str:
+    """A bridge network's elements; a ptp network has only its subnet's masquerade here,
+    its TAPs join `bridges` one by one (`allow_nic`, routed)."""
+    if net.driver == "ptp":
+        return f"{verb} element {TABLE} masquerade_subnets {{ {net.subnet} }}"
     bridge = f'"{net.bridge}"'
     lines = [
         f"{verb} element {TABLE} bridges {{ {bridge} }}",
@@ -298,7 +311,16 @@ def _element_commands(verb: str, net: NetworkRecord) -> str:
     return "\n".join(lines)
 
 
-def _nic_commands(verb: str, tap: str, mac: str, address: IPv4Address | None) -> str:
+def _nic_commands(verb: str, tap: str, mac: str, address: IPv4Address | None, routed: bool) -> str:
+    """Anti-spoofing of a bridged TAP; a routed (ptp) TAP is a network of its own to the
+    forward policy, its anti-spoofing is the kernel's strict reverse-path filter."""
+    if routed:
+        return "\n".join(
+            [
+                f'{verb} element {TABLE} bridges {{ "{tap}" }}',
+                f'{verb} element {TABLE} bridge_pairs {{ "{tap}" . "{tap}" }}',
+            ]
+        )
     lines = [
         f'{verb} element {BRIDGE_TABLE} nics {{ "{tap}" }}',
         f'{verb} element {BRIDGE_TABLE} nic_macs {{ "{tap}" . {mac} }}',

@@ -14,6 +14,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import NoReturn
 
 from hypr.errors import Conflict, Exhausted, InvalidArgument
+from hypr.network.drivers import BridgeDriver
 from hypr.state.db import Database
 from hypr.state.ipam import IpamRepository
 from hypr.state.networks import NetworkRepository
@@ -28,11 +29,13 @@ class Ipam:
         self.networks = NetworkRepository(db)
 
     def create_pool(self, network_id: str, subnet: IPv4Network, gateway: IPv4Address) -> None:
-        """Fill the pool of a new network with every host address except the gateway."""
-        first, last = int(subnet.network_address) + 1, int(subnet.broadcast_address) - 1
-        gw = int(gateway)
-        ranges = [(first, gw - 1), (gw + 1, last)] if first <= gw <= last else [(first, last)]
-        self.rows.add_ranges(network_id, [(lo, hi) for lo, hi in ranges if lo <= hi])
+        """Fill the pool of a new bridge network with every host address but the gateway."""
+        self.add_pool(network_id, BridgeDriver().pool(subnet, gateway))
+
+    def add_pool(self, network_id: str, ranges: list[tuple[int, int]]) -> None:
+        """Fill the pool of a new network with the free ranges its driver gives (a ptp
+        network's are single guest addresses, one per /30)."""
+        self.rows.add_ranges(network_id, ranges)
 
     def allocate(self, network_id: str, owner: str) -> IPv4Address:
         """Hand out the lowest free address of the network (of its IP range, if it has

@@ -18,6 +18,7 @@ from pyroute2 import AsyncIPRoute
 
 from hypr.errors import Conflict, HyprError, InvalidArgument, NotFound
 from hypr.network import bridge
+from hypr.network.drivers import DRIVERS, driver_of
 from hypr.network.firewall import FirewallDriver
 from hypr.network.ipam import Ipam
 from hypr.network.links import (
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 DEFAULT_NETWORK = "bridge"
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 AUTO_SUBNET_FIRST_OCTET = 89  # auto subnets are 10.89.0.0/16, 10.90.0.0/16, ...
-SUPPORTED_DRIVERS = ("bridge",)
+SUPPORTED_DRIVERS = tuple(DRIVERS)
 # Ranges a bridge must never be given: its address and connected route would shadow the
 # host's own traffic there, or make no sense on a LAN at all.
 RESERVED_SUBNETS = [
@@ -114,7 +115,7 @@ class NetworkManager:
         networks = self.repo.all()
         self.firewall.setup(networks)
         for net in networks:
-            await bridge.ensure_bridge(self.ipr, net.bridge, net.id, net.gateway, net.subnet)
+            await driver_of(net).ensure(self.ipr, net)
         if self.repo.find(DEFAULT_NETWORK) is None:
             default = await self.create(
                 NetworkRequest(name=DEFAULT_NETWORK, subnet=str(default_subnet)),
@@ -132,7 +133,10 @@ class NetworkManager:
     async def create(self, req: NetworkRequest, is_default: bool = False) -> NetworkRecord:
         check_network_name(req.name)
         if req.driver not in SUPPORTED_DRIVERS:
-            raise InvalidArgument(f"network driver {req.driver!r} is not supported (use bridge)")
+            raise InvalidArgument(
+                f"network driver {req.driver!r} is not supported (use bridge or ptp)"
+            )
+        driver = DRIVERS[req.driver]
         async with self.lock:
             existing = self.repo.all()
             if any(net.name == req.name for net in existing):
@@ -147,7 +151,8 @@ class NetworkManager:
                     what = "--gateway" if req.gateway is not None else "an IP range"
                     raise InvalidArgument(f"{what} needs --subnet")
                 subnet = await self._pick_subnet(existing)
-            gateway = parse_gateway(req.gateway, subnet)
+            driver.check(subnet, req.gateway, req.internal)
+            gateway = parse_gateway(req.gateway, subnet) or driver.default_gateway(subnet)
             ip_range = parse_ip_range(req.ip_range, subnet) if req.ip_range else None
             net = NetworkRecord(
                 id=new_id(),
@@ -155,7 +160,7 @@ class NetworkManager:
                 driver=req.driver,
                 subnet=subnet,
                 gateway=gateway,
-                bridge=await self._bridge_name(req.bridge, existing),
+                bridge=await self._bridge_name(req.bridge, existing, driver.link_prefix),
                 internal=req.internal,
                 created=now_rfc3339(),
                 labels=dict(req.labels),
@@ -166,7 +171,7 @@ class NetworkManager:
             await self._build(net)
             for observer in self.observers:
                 await observer.network_added(net)
-            log.info("created network %s (%s, %s)", net.name, net.subnet, net.bridge)
+            log.info("created %s network %s (%s, %s)", net.driver, net.name, net.subnet, net.bridge)
             return net
 
     async def remove(self, ref: str, force: bool = False) -> NetworkRecord:
@@ -185,7 +190,7 @@ class NetworkManager:
             for observer in self.observers:
                 await observer.network_removed(net)
             self.firewall.remove_network(net)
-            await bridge.remove_bridge(self.ipr, net.bridge)
+            await delete_link(self.ipr, net.bridge)
             self.repo.remove(net.id)
             log.info("removed network %s", net.name)
             return net
@@ -208,11 +213,13 @@ class NetworkManager:
     # --- internals -----------------------------------------------------------------------
 
     async def _build(self, net: NetworkRecord) -> None:
-        """Create bridge, firewall elements and rows; undo what was done if a step fails."""
+        """Create the network's link, firewall elements and rows; undo what was done if a
+        step fails."""
         undo: list[Callable[[], Awaitable[None]]] = []
+        driver = driver_of(net)
         try:
-            await bridge.ensure_bridge(self.ipr, net.bridge, net.id, net.gateway, net.subnet)
-            undo.append(lambda: bridge.remove_bridge(self.ipr, net.bridge))
+            await driver.ensure(self.ipr, net)
+            undo.append(lambda: delete_link(self.ipr, net.bridge))
             self.firewall.add_network(net)
 
             async def _unfirewall() -> None:
@@ -221,7 +228,7 @@ class NetworkManager:
             undo.append(_unfirewall)
             with self.db.transaction():
                 self.repo.add(net)
-                self.ipam.create_pool(net.id, net.subnet, net.gateway)
+                self.ipam.add_pool(net.id, driver.pool(net.subnet, net.gateway))
         except BaseException as exc:
             for step in reversed(undo):
                 try:
@@ -251,8 +258,11 @@ class NetworkManager:
                 return candidate
         raise Conflict("no free /16 left in 10.89.0.0-10.255.255.255; pass --subnet")
 
-    async def _bridge_name(self, wanted: str | None, existing: list[NetworkRecord]) -> str:
-        """The name asked for, if it is a free interface name, else the next free vbrN."""
+    async def _bridge_name(
+        self, wanted: str | None, existing: list[NetworkRecord], prefix: str
+    ) -> str:
+        """The name asked for, if it is a free interface name, else the next free
+        <prefix>N (vbrN for bridges, vptN for a ptp network's dummy link)."""
         used = {net.bridge for net in existing} | await link_names(self.ipr)
         if wanted is not None:
             if not _IFNAME.match(wanted):
@@ -263,9 +273,9 @@ class NetworkManager:
                 raise Conflict(f"bridge name {wanted} is already in use by another interface")
             return wanted
         index = 0
-        while f"vbr{index}" in used:
+        while f"{prefix}{index}" in used:
             index += 1
-        return f"vbr{index}"
+        return f"{prefix}{index}"
 
 
 def parse_subnet(text: str) -> IPv4Network:
@@ -287,9 +297,10 @@ def parse_subnet(text: str) -> IPv4Network:
     return subnet
 
 
-def parse_gateway(text: str | None, subnet: IPv4Network) -> IPv4Address:
+def parse_gateway(text: str | None, subnet: IPv4Network) -> IPv4Address | None:
+    """The gateway asked for (None: the driver's default)."""
     if text is None:
-        return subnet.network_address + 1
+        return None
     try:
         gateway = ip_address(text)
     except ValueError:

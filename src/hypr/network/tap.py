@@ -1,4 +1,4 @@
-"""TAP devices: one per VM NIC, plugged into its network's bridge."""
+"""TAP devices: one per VM NIC, plugged into its network's bridge (or routed, for ptp)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,16 @@ class TapNameTaken(Exception):
     """A link with the chosen name exists already (not one of hypr's rows)."""
 
 
-async def create_tap(ipr: AsyncIPRoute, name: str, bridge: str, owner: str, mtu: int) -> None:
-    """Create a persistent TAP, tag it as hypr's, attach it to `bridge` and bring it up.
+async def create_tap(
+    ipr: AsyncIPRoute, name: str, bridge: str | None, owner: str, mtu: int
+) -> None:
+    """Create a persistent TAP, tag it as hypr's, attach it to `bridge` (None: none, the
+    host routes to it) and bring it up.
 
     QEMU opens it by name later, so it must exist before the VM starts; a failure half-way
     removes what was made.
     """
-    master = await link_index(ipr, bridge)
+    master = await link_index(ipr, bridge) if bridge is not None else 0
     if master is None:
         raise RuntimeError(f"bridge {bridge} does not exist")
     try:
