@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("compose", "build"),
     ("network", "vmm", "guest", "images", "volumes"),
     ("state",),
-    ("checks", "config", "faults", "process", "units"),
+    ("checks", "config", "faults", "process", "splice", "units"),
     ("errors",),
 ]
 # The CLI talks HTTP to the API; besides the base it may only read compose files and pack

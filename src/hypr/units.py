@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from fractions import Fraction
 
 from hypr.errors import InvalidArgument
 
@@ -92,3 +93,40 @@ def unix_time(created: str) -> int:
         return int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
     except ValueError:
         return 0
+
+
+_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
+          "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}  # fmt: skip
+_DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)")
+
+
+def go_duration(text: str) -> int:
+    """Go's time.ParseDuration, in nanoseconds: `30s`, `1m30s`, `1.5h`, `500ms`, `0` (what
+    Docker's --health-interval and HEALTHCHECK take); ValueError with Go's message."""
+    invalid = f'time: invalid duration "{text}"'
+    body = text[1:] if text[:1] in "+-" else text
+    if body == "0":
+        return 0
+    if not body:
+        raise ValueError(invalid)
+    total = Fraction(0)
+    pos = 0
+    while pos < len(body):
+        match = _DURATION_PART.match(body, pos)
+        assert match is not None  # the pattern matches the empty string
+        whole, frac, unit = match[1], match[2], match[3]
+        if not whole and not frac:
+            raise ValueError(invalid)
+        if not unit:
+            raise ValueError(f'time: missing unit in duration "{text}"')
+        if unit not in _UNITS:
+            raise ValueError(f'time: unknown unit "{unit}" in duration "{text}"')
+        number = Fraction(int(whole or "0"))
+        if frac:
+            number += Fraction(int(frac), 10 ** len(frac))
+        total += number * _UNITS[unit]
+        pos = match.end()
+    nanos = int(total)
+    if nanos > 2**63 - 1:
+        raise ValueError(invalid)
+    return -nanos if text.startswith("-") else nanos

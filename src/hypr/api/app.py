@@ -12,6 +12,7 @@ from hypr.api import (
     images,
     networks,
     registry,
+    snapshots,
     stacks,
     system,
     vms,
@@ -35,4 +36,5 @@ def create_app(daemon: Daemon) -> FastAPI:
     app.include_router(images.router)
     app.include_router(volumes.router)
     app.include_router(builds.router)
+    app.include_router(snapshots.router)
     return app

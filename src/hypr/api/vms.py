@@ -125,8 +125,9 @@ async def inspect_vm(ref: str, request: Request) -> VmView:
 
 
 @router.post("/vms/{ref}/start")
-async def start_vm(ref: str, request: Request) -> VmView:
-    return vm_view(await daemon_of(request).start_vm(ref))
+async def start_vm(ref: str, request: Request, snapshot: str | None = None) -> VmView:
+    """Boot a VM (a sleeping one wakes); with `snapshot` it resumes from that snapshot."""
+    return vm_view(await daemon_of(request).start_vm(ref, snapshot))
 
 
 @router.post("/vms/{ref}/stop")
@@ -203,7 +204,8 @@ async def _open_exec(ref: str, websocket: WebSocket) -> ExecSession | None:
     daemon: Daemon = websocket.app.state.daemon
     try:
         start = ExecRequest.model_validate(await websocket.receive_json())
-        return await daemon.vm_agent(ref).open_exec(
+        agent = await daemon.vm_agent(ref)
+        return await agent.open_exec(
             start.command, start.env, start.workdir, start.interactive, start.user
         )
     except (HyprError, ValueError, AgentDisconnected) as exc:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
+from hypr import units
 from hypr.build import syntax
 from hypr.build.shell import go_quote
 from hypr.build.syntax import SyntaxProblem
@@ -131,37 +131,9 @@ def _retries(value: str | None) -> int:
     return retries
 
 
-_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
-          "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}  # fmt: skip
-_DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)")
-
-
 def go_duration(text: str) -> int:
-    """Go's time.ParseDuration, in nanoseconds: `30s`, `1m30s`, `1.5h`, `500ms`, `0`."""
-    invalid = f'time: invalid duration "{text}"'
-    body = text[1:] if text[:1] in "+-" else text
-    if body == "0":
-        return 0
-    if not body:
-        raise SyntaxProblem(invalid)
-    total = Fraction(0)
-    pos = 0
-    while pos < len(body):
-        match = _DURATION_PART.match(body, pos)
-        assert match is not None  # the pattern matches the empty string
-        whole, frac, unit = match[1], match[2], match[3]
-        if not whole and not frac:
-            raise SyntaxProblem(invalid)
-        if not unit:
-            raise SyntaxProblem(f'time: missing unit in duration "{text}"')
-        if unit not in _UNITS:
-            raise SyntaxProblem(f'time: unknown unit "{unit}" in duration "{text}"')
-        number = Fraction(int(whole or "0"))
-        if frac:
-            number += Fraction(int(frac), 10 ** len(frac))
-        total += number * _UNITS[unit]
-        pos = match.end()
-    nanos = int(total)
-    if nanos > 2**63 - 1:
-        raise SyntaxProblem(invalid)
-    return -nanos if text.startswith("-") else nanos
+    """Go's time.ParseDuration, in nanoseconds (hypr.units has it for everyone)."""
+    try:
+        return units.go_duration(text)
+    except ValueError as exc:
+        raise SyntaxProblem(str(exc)) from None

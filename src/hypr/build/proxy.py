@@ -14,9 +14,10 @@ import contextlib
 import logging
 from urllib.parse import urlsplit
 
+from hypr.splice import splice
+
 log = logging.getLogger(__name__)
 _MAX_HEAD = 64 * 1024
-_CHUNK = 64 * 1024
 
 
 class BuildProxy:
@@ -65,7 +66,7 @@ class BuildProxy:
             log.info("build proxy: CONNECT %s", target)
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
-            await _splice(reader, writer, upstream_reader, upstream)
+            await splice(reader, writer, upstream_reader, upstream)
             return
         url = urlsplit(target)
         if url.scheme != "http" or not url.hostname:
@@ -80,32 +81,12 @@ class BuildProxy:
         status = first.split(b" ", 2)[1].decode("latin-1") if first.count(b" ") else "?"
         log.info("build proxy: %s %s -> %s", method, target, status)
         writer.write(first)
-        await _splice(reader, writer, upstream_reader, upstream)
+        await splice(reader, writer, upstream_reader, upstream)
 
 
 def _hop_by_hop(header: bytes) -> bool:
     name = header.split(b":", 1)[0].strip().lower()
     return name in (b"connection", b"proxy-connection", b"keep-alive", b"proxy-authorization")
-
-
-async def _splice(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    upstream_reader: asyncio.StreamReader,
-    upstream: asyncio.StreamWriter,
-) -> None:
-    async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await source.read(_CHUNK):
-                sink.write(data)
-                await sink.drain()
-            if sink.can_write_eof():
-                sink.write_eof()
-
-    try:
-        await asyncio.gather(pump(reader, upstream), pump(upstream_reader, writer))
-    finally:
-        upstream.close()
 
 
 def _answer(status: int, text: str) -> bytes:

@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("system", "info"),
     "network": ("networks", "app"),
     "volume": ("volumes", "app"),
+    "snapshot": ("snapshots", "app"),
     "compose": ("compose", "app"),
     "apikey": ("apikeys", "app"),
 }

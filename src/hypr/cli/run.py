@@ -69,6 +69,10 @@ from hypr.errors import InvalidArgument
     type=click.File("r", encoding="utf-8"),
     help="cloud-init user data: a #cloud-config file or a #! script (- for stdin)",
 )
+@click.option(
+    "--idle-timeout",
+    help="Put the VM to sleep after this long without use (30s, 5m); it wakes when used",
+)
 def run(
     image: str,
     command: tuple[str, ...],
@@ -95,6 +99,7 @@ def run(
     mounts: tuple[str, ...],
     tmpfs: tuple[str, ...],
     user_data: TextIO | None,
+    idle_timeout: str | None,
 ) -> None:
     """Create and start a VM.
 
@@ -103,8 +108,9 @@ def run(
     try:
         memory_mib = units.memory_mib(memory)
         mount_requests = [mount_option(text) for text in mounts]
-    except InvalidArgument as exc:
-        raise fail(exc.message, 125) from None
+        idle_seconds = units.go_duration(idle_timeout) / 1e9 if idle_timeout else None
+    except (InvalidArgument, ValueError) as exc:
+        raise fail(getattr(exc, "message", str(exc)), 125) from None
     networks: list[dict[str, Any]] | None = None
     if network:
         if "none" in network:
@@ -140,6 +146,7 @@ def run(
         "mounts": mount_requests,
         "tmpfs": dict(tmpfs_option(text) for text in tmpfs),
         "user_data": user_data.read() if user_data is not None else None,
+        "idle_timeout": idle_seconds,
     }
     client = api()
     try:

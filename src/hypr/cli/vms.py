@@ -155,9 +155,11 @@ def stop(vms: tuple[str, ...], time: int) -> None:
 
 @click.command()
 @click.argument("vms", nargs=-1, required=True)
-def start(vms: tuple[str, ...]) -> None:
-    """Start stopped VMs."""
-    each(vms, lambda ref: api().post(f"/vms/{ref}/start"))
+@click.option("--snapshot", help="Resume from this snapshot of the VM (hypr snapshot ls)")
+def start(vms: tuple[str, ...], snapshot: str | None) -> None:
+    """Start stopped VMs (a sleeping one wakes)."""
+    params = {"snapshot": snapshot} if snapshot else None
+    each(vms, lambda ref: api().post(f"/vms/{ref}/start", params=params))
 
 
 @click.command()

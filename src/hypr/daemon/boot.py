@@ -13,6 +13,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from hypr import faults
@@ -68,9 +69,10 @@ class VmBooter:
         self.log_path = log_path
         self.userdata = UserDataBoot(VmSems(rows.db))
 
-    async def boot(self, vm: VmRecord, on_exit: OnExit) -> None:
+    async def boot(self, vm: VmRecord, on_exit: OnExit, incoming: Path | None = None) -> None:
         """Intent, addresses, TAPs, hypervisor, agent. If the boot fails, TAPs and addresses
-        are released and the VM is left exited with the reason."""
+        are released and the VM is left exited with the reason. With `incoming` the VM
+        resumes from that saved state (a snapshot) instead of booting."""
         image = self.images.get(vm.image)
         accel = await self.accel.wait()
         prior = {
@@ -97,7 +99,7 @@ class VmBooter:
         faults.point(RUN_TAPS)
         try:
             # Rendering refuses what the guest cannot be told (a NUL in argv, say).
-            config = self._config(vm, image, nics, run_dir, accel)
+            config = replace(self._config(vm, image, nics, run_dir, accel), incoming=incoming)
             handle = await self.adapter.create(config)
         except Exception as exc:
             await self._undo(vm.id)

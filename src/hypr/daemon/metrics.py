@@ -22,7 +22,7 @@ VM_BOOT_SECONDS = Histogram(
     buckets=(0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60, 120),
     registry=REGISTRY,
 )
-VM_STATES = ("created", "starting", "running", "stopping", "exited")
+VM_STATES = ("created", "starting", "running", "stopping", "sleeping", "exited")
 
 
 class StateSource(Protocol):

@@ -66,7 +66,7 @@ class PortForwarder:
         exposed = vm.spec.exposed_ports if publish.publish_all else []
         if not forwards and not publish.ssh and not exposed:
             return
-        if self._target(vm) is None:
+        if self.target(vm) is None:
             raise InvalidArgument(
                 f"VM {vm.name} cannot publish ports: it is on no network, or only on "
                 "--internal ones"
@@ -124,7 +124,7 @@ class PortForwarder:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _target(self, vm: VmRecord) -> IPv4Address | None:
+    def target(self, vm: VmRecord) -> IPv4Address | None:
         """Where published ports lead: the address of the VM's first NIC on a network that
         traffic from outside may enter (not --internal)."""
         for nic in vm.nics:
@@ -165,7 +165,7 @@ class PortForwarder:
         forwards = self.rows.for_vm(vm.id)
         if not forwards:
             return
-        target = self._target(vm)
+        target = self.target(vm)
         if target is None:
             log.warning("VM %s has no reachable network left: its ports stay closed", vm.name)
             return

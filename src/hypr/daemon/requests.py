@@ -83,6 +83,9 @@ class RunRequest(_Request):
     extra_hosts: list[str] = Field(default_factory=list)
     # cloud-init user data (`--user-data FILE`): a #cloud-config document or a #! script.
     user_data: str | None = None
+    # Seconds without a proxied request, a connection to the VM or an exec after which it
+    # is saved and stopped (`sleeping`), to wake at the next one (`--idle-timeout`).
+    idle_timeout: float | None = Field(default=None, gt=0)
 
     @property
     def attachments(self) -> list[NetworkAttachment]:

@@ -26,10 +26,13 @@ from hypr.daemon.events import Event, EventBus
 from hypr.daemon.execs import ExecConfig, ExecInstance, ExecRegistry
 from hypr.daemon.exits import Exit
 from hypr.daemon.health import SpecHealth
+from hypr.daemon.idle import IdleService
 from hypr.daemon.images import ImageService, Progress, Prune, PullPolicy
 from hypr.daemon.nicguard import NicGuard
 from hypr.daemon.ports import PortForwarder
+from hypr.daemon.proxy import ProxyService
 from hypr.daemon.requests import NetworkAttachment, RunRequest
+from hypr.daemon.snapshots import Snapshot, SnapshotService
 from hypr.daemon.stacks import StackManager
 from hypr.daemon.views import ContainerDetails, NetworkStats, VmDetails
 from hypr.daemon.vms import VmManager
@@ -124,6 +127,9 @@ class Daemon:
         self.builds = BuildService(
             settings, self.image_service, self.vms.accel, self.vms.adapter, self.vms.run_root
         )
+        self.snapshots = SnapshotService(self.vms, settings.data_dir / "snapshots")
+        self.idle = IdleService(self.vms, self.snapshots, self.ports)
+        self.vms.on_use = self.idle.used
         self.views = ViewBuilder(
             self.vms, self.networks, self.volumes, self.ports, self.images, self.container_health
         )
@@ -138,6 +144,7 @@ class Daemon:
         await self.vms.reconcile()
         self.vms.resolve_accel_in_background()
         await self.builds.start()
+        await self.idle.start()
         self.stacks.resume()
 
     @property
@@ -163,15 +170,43 @@ class Daemon:
         vm = await self.vms.run(req) if req.start else self.vms.create(req)
         return self.vm_view(vm.id)
 
-    async def start_vm(self, ref: str) -> VmDetails:
+    async def start_vm(self, ref: str, snapshot: str | None = None) -> VmDetails:
+        """Boot a VM; a sleeping one wakes where it slept; with `snapshot` it resumes
+        where that snapshot saved it."""
+        if snapshot is not None:
+            return self.vm_details(await self.snapshots.restore(snapshot, ref))
+        if self.vms.get(ref).state == "sleeping":
+            return self.vm_details(await self.idle.wake(ref))
         return self.vm_details(await self.vms.start(ref))
 
     async def stop_vm(self, ref: str, grace: float) -> VmDetails:
         """`grace` was validated by the caller: 0 <= grace <= MAX_STOP_TIMEOUT."""
+        vm = self.vms.get(ref)
+        if vm.state == "sleeping":  # nothing runs: it only stops waking up
+            await self.idle.forget(vm.id)
+            return self.vm_details(self.vms.mark_stopped(vm.id))
         return self.vm_details(await self.vms.stop(ref, grace))
 
     async def remove_vm(self, ref: str, force: bool, volumes: bool = False) -> None:
+        vm = self.vms.get(ref)
+        if vm.state == "sleeping":
+            await self.idle.forget(vm.id)
+            self.vms.mark_stopped(vm.id)
         await self.vms.remove(ref, force=force, volumes=volumes)
+        self.snapshots.remove_of(vm.id)
+
+    async def wake_vm(self, ref: str) -> VmDetails:
+        """A request for a VM (the reverse proxy): a sleeping one is restored first."""
+        return self.vm_details(await self.idle.wake(ref))
+
+    async def create_snapshot(self, ref: str, name: str | None) -> Snapshot:
+        return await self.snapshots.create(ref, name)
+
+    def snapshot_list(self) -> list[Snapshot]:
+        return self.snapshots.all()
+
+    def remove_snapshot(self, name: str) -> Snapshot:
+        return self.snapshots.remove(name)
 
     async def wait_vm(self, ref: str) -> int | None:
         return await self.vms.wait(ref)
@@ -185,9 +220,12 @@ class Daemon:
         stdin: bytes,
         user: str | None = None,
     ) -> ExecResult:
+        await self.idle.wake(ref)
         return await self.vms.exec(ref, argv, env, workdir, stdin, user)
 
-    def vm_agent(self, ref: str) -> AgentClient:
+    async def vm_agent(self, ref: str) -> AgentClient:
+        """The agent of a running VM for an exec session; a sleeping VM wakes first."""
+        await self.idle.wake(ref)
         return self.vms.agent(ref)
 
     def vm_is_running(self, vm_id: str) -> bool:
@@ -309,6 +347,7 @@ class Daemon:
         return self.execs.get(exec_id)
 
     async def exec_start(self, exec_id: str, detach: bool) -> ExecInstance:
+        await self.idle.wake(self.execs.get(exec_id).vm_id)
         return await self.containers.exec_start(exec_id, detach)
 
     async def exec_resize(self, exec_id: str, size: TtySize) -> None:
@@ -370,8 +409,10 @@ class Daemon:
     async def close(self) -> None:
         """Release handles; VMs and networks stay, so a restarted daemon adopts them."""
         await self.builds.close()
+        await self.idle.close()
         await self.image_service.close()
         await self.vms.shutdown()
         self.dns.close()
+        self.proxy.close()
         self.ipr.close()
         self.db.close()

@@ -104,6 +104,7 @@ def build_spec(req: RunRequest, image: Image) -> VmSpec:
         tty=req.tty,
         extra_hosts=list(req.extra_hosts),
         user_data=req.user_data,
+        idle_timeout=req.idle_timeout,
     )
 
 

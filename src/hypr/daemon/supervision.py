@@ -38,6 +38,7 @@ class RunningVm:
     agent: AgentClient | None = None
     final_exit: WorkloadExit | None = None
     stopping: bool = False
+    sleeping: bool = False  # stopped after its state was saved: it wakes from there
     ready: bool = False  # the agent reported ready at least once
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     exit_code: int | None = None  # set by the watcher before `exited`
@@ -79,6 +80,7 @@ class Supervisor:
             running.agent = agent
             async with asyncio.timeout(BOOT_TIMEOUT):
                 state = await agent.wait_ready()
+                await agent.set_clock()
         except (TimeoutError, ConnectionError, OSError) as exc:
             if adopt:
                 log.warning(

@@ -89,6 +89,7 @@ class VmManager:
         self._removed_exit_codes: dict[str, int | None] = {}
         self.exits = ExitWaits()  # Docker's wait for the next exit, or for the removal
         self.observers: list[VmObserver] = []
+        self.on_use: Callable[[str], None] | None = None  # an exec session: idle management
         self.booter = VmBooter(
             self.rows, images, self.accel, self.nics, self.mounts, adapter, self.supervisor,
             self.observers, self.run_root, self.log_path,
@@ -164,14 +165,30 @@ class VmManager:
         log.info("created VM %s (%s)", name, vm_id[:12])
         return vm
 
-    async def start(self, ref: str) -> VmRecord:
+    async def start(self, ref: str, incoming: Path | None = None) -> VmRecord:
+        """Boot a VM, or with `incoming` resume it from that saved state."""
         vm = self.get(ref)
         async with self._lock(vm.id):
             vm = self.get(vm.id)
             if vm.state in ACTIVE_STATES:
                 raise Conflict(f"VM {vm.name} is already running")
-            await self.booter.boot(vm, self._on_exit)
+            await self.booter.boot(vm, self._on_exit, incoming)
         return self.get(vm.id)
+
+    async def save_state(self, ref: str, target: Path, sleep: bool = False) -> int:
+        """Write a running VM's whole state to `target`; it goes on running, or with
+        `sleep` its hypervisor stops there and the VM is `sleeping`. The file's size."""
+        vm = self.get(ref)
+        async with self._lock(vm.id):
+            running = self.running.get(vm.id)
+            if running is None or self.get(vm.id).state != "running":
+                raise Conflict(f"VM {vm.name} is not running: only a running VM has a state")
+            size = await self.adapter.save_state(running.handle, target, resume=not sleep)
+            if sleep:
+                running.sleeping = running.stopping = True
+                await self.adapter.kill(running.handle)
+                await running.exited.wait()
+        return size
 
     async def stop(self, ref: str, grace: float = 10.0) -> VmRecord:
         vm = self.get(ref)
@@ -229,9 +246,16 @@ class VmManager:
         agent = self.agent(ref)
         return await agent.exec(argv, env, workdir, stdin, user=user)
 
+    def mark_stopped(self, vm_id: str) -> VmRecord:
+        """A sleeping VM (no hypervisor) stopped or about to be removed: it is exited."""
+        self.rows.update(vm_id, state="exited", finished_at=now_rfc3339())
+        return self.get(vm_id)
+
     def agent(self, ref: str) -> AgentClient:
-        """The agent connection of a running VM, for exec sessions."""
+        """The agent connection of a running VM, for exec sessions (a use of the VM)."""
         vm = self.get(ref)
+        if self.on_use is not None:
+            self.on_use(vm.id)
         running = self.running.get(vm.id)
         if running is None or vm.state != "running":
             raise Conflict(f"VM {vm.name} is not running")
@@ -294,6 +318,10 @@ class VmManager:
         for observer in self.observers:
             await observer.vm_stopped(stopped)
         await self.nics.release_taps(vm_id)
+        if running.sleeping:  # its state is saved: it keeps its addresses and wakes later
+            self.rows.update(vm_id, state="sleeping", pid=None)
+            log.info("VM %s is sleeping", vm.name)
+            return
         self.rows.update(
             vm_id, state="exited", pid=None, exit_code=exit_code, error=error,
             finished_at=now_rfc3339(),

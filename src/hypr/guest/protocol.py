@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import math
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
@@ -248,6 +249,13 @@ class AgentClient:
             raise ValueError(f"bad signal number {signum}")
         await self._wait_handshake()
         await self._send(FrameType.SIGNAL, 0, bytes([signum]))
+
+    async def set_clock(self) -> None:
+        """Give the guest the host's wall clock: a VM restored from a snapshot wakes with
+        the time it was saved at."""
+        await self._wait_handshake()
+        now = time.time_ns()
+        await self._send(FrameType.CLOCK, 0, f"{now // 10**9}.{now % 10**9:09d}".encode())
 
     async def shutdown(self, grace: float) -> WorkloadExit:
         """Ask the agent to stop the workload (SIGTERM, SIGKILL after `grace` seconds) and

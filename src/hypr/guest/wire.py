@@ -28,6 +28,7 @@ class FrameType(enum.IntEnum):
     SIGNAL = 0x04
     SHUTDOWN = 0x05
     RESIZE = 0x06
+    CLOCK = 0x07
     STATE = 0x81
     STDOUT = 0x82
     STDERR = 0x83

@@ -81,6 +81,7 @@ class VmSpec:
     extra_hosts: list[str] = field(default_factory=list)  # "NAME:IP" lines for /etc/hosts
     # cloud-init user data as given (checked at create), applied at every boot.
     user_data: str | None = None
+    idle_timeout: float | None = None  # seconds; None: never put to sleep
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

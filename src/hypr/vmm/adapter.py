@@ -74,6 +74,9 @@ class VmConfig:
     accel: Accel = "tcg"
     shares: list[SharedDir] = field(default_factory=list)
     user_nic: UserNic | None = None  # after `nics`, as the guest's last ethN
+    # Start from this saved state (a snapshot) instead of booting: the devices must be the
+    # ones the state was saved with (same layers, NICs, MACs).
+    incoming: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,11 @@ class VmmAdapter(Protocol):
 
     def exit_status(self, handle: VmHandle) -> int | None:
         """The exited process's status (-N: killed by signal N), if the adapter saw it."""
+        ...
+
+    async def save_state(self, handle: VmHandle, target: Path, resume: bool) -> int:
+        """Pause the VM, write its whole state (RAM and devices) to `target`, and resume it
+        if `resume` (else it stays paused until killed); the file's size."""
         ...
 
     def discover(self, root: Path) -> dict[str, int]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from hypr import faults
 from hypr.errors import InvalidArgument
 from hypr.process import command_lines, wait_exit
-from hypr.vmm import virtiofs
+from hypr.vmm import qmp, virtiofs
 from hypr.vmm.adapter import SHARES_TAG, Accel, CommandSpec, UserNic, VmConfig, VmHandle
 from hypr.vmm.cmdline import kernel_cmdline
 from hypr.vmm.tsc import host_tsc_khz
@@ -149,7 +149,10 @@ class QemuAdapter:
             "-chardev", f"socket,id=agent,path={run / AGENT_SOCKET},server=on,wait=off",
             "-device", "virtserialport,chardev=agent,name=hypr.agent",
             *shares,
+            "-qmp", f"unix:{run / qmp.SOCKET},server=on,wait=off",
         ]  # fmt: skip
+        if config.incoming is not None:
+            argv += ["-incoming", f"exec:cat {config.incoming}"]
         return CommandSpec(
             argv=argv, files={initrd: config.initrd.read_bytes() + config.initrd_append}
         )
@@ -169,10 +172,17 @@ class QemuAdapter:
             await self.file_servers.start(config.runtime_dir, config.shares)
             faults.point(RUN_SHARES)
         try:
-            return await self._spawn(config, spec)
+            handle = await self._spawn(config, spec)
         except BaseException:
             await self.file_servers.stop(config.runtime_dir)
             raise
+        if config.incoming is not None:
+            try:
+                await qmp.resume_incoming(config.runtime_dir / qmp.SOCKET)
+            except BaseException as exc:
+                await self.kill(handle)
+                raise RuntimeError(f"VM {config.vm_id} could not resume: {exc}") from exc
+        return handle
 
     async def _spawn(self, config: VmConfig, spec: CommandSpec) -> VmHandle:
         sock = config.runtime_dir / AGENT_SOCKET
@@ -243,6 +253,14 @@ class QemuAdapter:
         it was not our child (adopted after a restart) or is still running."""
         return self._statuses.pop(handle.pid, None)
 
+    async def save_state(self, handle: VmHandle, target: Path, resume: bool) -> int:
+        if not (handle.runtime_dir / qmp.SOCKET).exists():
+            raise RuntimeError(f"VM {handle.vm_id} has no monitor (started by an older hyprd)")
+        try:
+            return await qmp.save_state(handle.runtime_dir / qmp.SOCKET, target, resume)
+        except (qmp.QmpError, OSError) as exc:
+            raise RuntimeError(str(exc)) from exc
+
     def discover(self, root: Path) -> dict[str, int]:
         """Every live QEMU whose runtime dir is under `root`, by VM id, whatever the
         database says (a daemon killed between spawn and recording the pid forgot it)."""
@@ -263,7 +281,7 @@ class QemuAdapter:
         """Remove the files `create` put into the runtime dir (and the dir, if now empty)."""
         if self.is_alive(handle):
             raise RuntimeError(f"VM {handle.vm_id} is still running")
-        for name in (AGENT_SOCKET, INITRD, QEMU_STDERR, virtiofs.SOCKET, virtiofs.LOG):
+        for name in (AGENT_SOCKET, INITRD, QEMU_STDERR, qmp.SOCKET, virtiofs.SOCKET, virtiofs.LOG):
             (handle.runtime_dir / name).unlink(missing_ok=True)
         shutil.rmtree(handle.runtime_dir / virtiofs.SHARES_DIR, ignore_errors=True)
         with contextlib.suppress(OSError):

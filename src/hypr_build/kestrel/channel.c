@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 int chan = -1;
@@ -139,6 +140,23 @@ void probe_channel(void)
 	set_link(!(p.revents & POLLHUP));
 }
 
+/* The host's wall clock, "SECONDS.NANOSECONDS": a VM restored from a snapshot wakes
+ * with the time it was saved at; the host sends its own at every connection. */
+static void set_clock(const char *p, size_t n)
+{
+	char b[40];
+	if (n >= sizeof b)
+		return;
+	memcpy(b, p, n);
+	b[n] = 0;
+	char *dot = strchr(b, '.');
+	struct timespec ts = { .tv_sec = strtoll(b, NULL, 10),
+			       .tv_nsec = dot ? strtol(dot + 1, NULL, 10) : 0 };
+	if (ts.tv_sec > 0 && ts.tv_nsec >= 0 && ts.tv_nsec < 1000000000 &&
+	    clock_settime(CLOCK_REALTIME, &ts) < 0)
+		logmsg("clock_settime: %s", strerror(errno));
+}
+
 static void handle_frame(int type, uint32_t sid, const char *p, size_t n)
 {
 	struct session *s;
@@ -183,6 +201,9 @@ static void handle_frame(int type, uint32_t sid, const char *p, size_t n)
 		break;
 	case F_RESIZE:
 		handle_resize(sid, p, n);
+		break;
+	case F_CLOCK:
+		set_clock(p, n);
 		break;
 	default:
 		logmsg("unknown frame type %d", type);

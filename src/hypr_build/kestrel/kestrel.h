@@ -37,7 +37,7 @@
 #define MAX_LAYERS 24          /* microvm's virtio-mmio transports bound it anyway */
 #define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-enum { F_HELLO = 1, F_EXEC, F_STDIN, F_SIGNAL, F_SHUTDOWN, F_RESIZE };
+enum { F_HELLO = 1, F_EXEC, F_STDIN, F_SIGNAL, F_SHUTDOWN, F_RESIZE, F_CLOCK };
 enum { F_STATE = 0x81, F_STDOUT, F_STDERR, F_EXIT, F_WORKLOAD_EXIT };
 enum { R_NO, R_ALWAYS, R_ON_FAILURE };
 enum { W_STARTING, W_RUNNING, W_EXITED };

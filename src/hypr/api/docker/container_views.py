@@ -22,8 +22,8 @@ FAILED_EXIT_CODE = 255  # a VM that died without its workload's code (its Error 
 
 
 def docker_state(vm: VmRecord) -> str:
-    if vm.state in ("starting", "running", "stopping"):
-        return "running"
+    if vm.state in ("starting", "running", "stopping", "sleeping"):
+        return "running"  # a sleeping VM wakes at the next use: to Docker's clients it runs
     return "created" if vm.state == "created" else "exited"
 
 
