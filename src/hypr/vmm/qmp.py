@@ -66,14 +66,7 @@ async def save_state(path: Path, target: Path, resume: bool, poll: float = 0.05)
     try:
         await qmp.execute("stop")
         await qmp.execute("migrate", uri=f"exec:cat > {target}")
-        while True:
-            status = await qmp.execute("query-migrate")
-            state = status.get("status")
-            if state == "completed":
-                break
-            if state in ("failed", "cancelled"):
-                raise QmpError(f"saving the VM's state failed: {status.get('error-desc', state)}")
-            await asyncio.sleep(poll)
+        await _migrated(qmp, "saving the VM's state", poll)
         if resume:
             await qmp.execute("cont")
     except BaseException:
@@ -91,14 +84,19 @@ async def resume_incoming(path: Path, poll: float = 0.05) -> None:
     paused VM comes back paused. QEMU listens on `path` by the time it runs."""
     qmp = await Qmp.connect(path)
     try:
-        while True:
-            status = await qmp.execute("query-migrate")
-            state = status.get("status")
-            if state == "completed":
-                break
-            if state in ("failed", "cancelled"):
-                raise QmpError(f"reading the saved state failed: {status.get('error-desc', state)}")
-            await asyncio.sleep(poll)
+        await _migrated(qmp, "reading the saved state", poll)
         await qmp.execute("cont")
     finally:
         await qmp.close()
+
+
+async def _migrated(qmp: Qmp, what: str, poll: float) -> None:
+    """Wait for the migration (out to a file, or in from one) to complete."""
+    while True:
+        status = await qmp.execute("query-migrate")
+        state = status.get("status")
+        if state == "completed":
+            return
+        if state in ("failed", "cancelled"):
+            raise QmpError(f"{what} failed: {status.get('error-desc', state)}")
+        await asyncio.sleep(poll)
