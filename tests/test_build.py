@@ -293,11 +293,17 @@ def test_run_has_no_network_but_the_build_proxy_which_logs_it(lab: Lab) -> None:
         )
         refused = lab.build("--no-cache", str(direct))
         assert refused.returncode != 0, refused.stdout
-        proxied = lab.context(f"FROM busybox\nRUN timeout 20 wget -qO /fetched {url}\n")
+        proxied = lab.context(
+            f"FROM busybox\nRUN timeout 20 wget -qO /fetched {url}\nADD {url}?add /added\n"
+        )
         result = lab.build("--no-cache", "-t", "proxied:1", str(proxied))
         assert result.returncode == 0, result.stderr
         assert lab.run("proxied:1", "cat", "/fetched").startswith("from-upstream")
+        assert lab.run("proxied:1", "cat", "/added").startswith("from-upstream")
         assert f"build proxy: GET {url} -> 200" in lab.hyprd.log()
+        assert f"build proxy: GET {url}?add -> 200" in lab.hyprd.log()  # ADD's too
+        natted = lab.build("--no-cache", "--network", "default", str(direct))
+        assert natted.returncode == 0, natted.stderr  # a NIC with NAT: straight there
     finally:
         if server is not None:
             server.kill()
