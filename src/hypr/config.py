@@ -7,6 +7,7 @@ directories (in different network namespaces) never see each other's state.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from ipaddress import IPv4Network
@@ -55,8 +56,14 @@ class Settings:
     docker_addr: str = ""  # the Docker Engine API over TCP (API keys required); "": off
     # The build proxy that RUN steps without a network reach HTTP(S) through; "": none.
     build_proxy_addr: str = "127.0.0.1:41010"
+    # The reverse proxy by subdomain (`<vm>.<domain>`, docs/serving.md); "": off. Names
+    # under .localhost reach 127.0.0.1 in browsers and curl without any DNS set-up.
+    proxy_addr: str = "127.0.0.1:41005"
+    proxy_domain: str = "hypr.localhost"
 
     def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)*", self.proxy_domain):
+            raise ValueError(f"HYPR_PROXY_DOMAIN must be a DNS name, not {self.proxy_domain!r}")
         if self.max_port_range < 1:
             raise ValueError(f"HYPR_MAX_PORT_RANGE must be at least 1, not {self.max_port_range}")
         if not 1 <= self.ssh_port_min <= self.ssh_port_max <= 65535:
@@ -112,6 +119,8 @@ class Settings:
             metrics_addr=os.environ.get("HYPR_METRICS_ADDR", "127.0.0.1:41002"),
             docker_addr=os.environ.get("HYPR_DOCKER_ADDR", ""),
             build_proxy_addr=os.environ.get("HYPR_BUILD_PROXY_ADDR", "127.0.0.1:41010"),
+            proxy_addr=os.environ.get("HYPR_PROXY_ADDR", "127.0.0.1:41005"),
+            proxy_domain=os.environ.get("HYPR_PROXY_DOMAIN", "hypr.localhost").strip(".").lower(),
             ssh_allowed_cidr=IPv4Network(os.environ.get("HYPR_SSH_ALLOWED_CIDR", "0.0.0.0/0")),
             ssh_port_min=_env_int("HYPR_SSH_PORT_MIN", 2200),
             ssh_port_max=_env_int("HYPR_SSH_PORT_MAX", 2299),

@@ -107,6 +107,8 @@ class Daemon:
         self.ports = PortForwarder(self.db, self.firewall, ssh_pool, settings.max_port_range)
         self.vms.observers.append(self.ports)
         self.networks.observers.append(self.ports)
+        self.proxy = ProxyService(settings, self.vms.rows, self.ports)  # after ports: reads them
+        self.vms.observers.append(self.proxy)
         self.nic_guard = NicGuard(self.firewall, self.networks.repo.find)
         self.vms.observers.append(self.nic_guard)
         self.networks.observers.append(self.nic_guard)

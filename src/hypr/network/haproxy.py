@@ -1,0 +1,222 @@
+"""The subdomain proxy's HAProxy, supervised the way hyprd runs dnsmasq.
+
+HAProxy runs as a daemon with a pid file, so it outlives hyprd: requests keep flowing to
+running VMs while hyprd restarts, and the restarted hyprd adopts it. The starting command
+exits once HAProxy has bound its port, so a failed start comes back at once with
+HAProxy's own error line. A pidfd tells hyprd when it dies; it is then started again, with
+the routes map file, which hyprd keeps equal to what it last told the runtime API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from hypr.network.dnsmasq import write_atomic
+from hypr.network.proxy_config import REASONS, REASONS_MAP, ROUTES, haproxy_config
+from hypr.process import wait_exit
+
+log = logging.getLogger(__name__)
+
+CONF = "haproxy.cfg"
+STOP_TIMEOUT = 2.0
+MAX_BACKOFF = 5.0
+STABLE_AFTER = 30.0
+
+
+class HAProxyError(Exception):
+    """HAProxy refused to start, or its runtime API a command; the message is its own."""
+
+
+class HAProxy:
+    """An HAProxy configured by `<directory>/haproxy.cfg`; the directory is its identity."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.pid: int | None = None
+        self.routes: dict[str, str] = {}  # what the running HAProxy's map holds
+        self._supervisor: asyncio.Task[None] | None = None
+
+    @property
+    def conf_path(self) -> Path:
+        return self.directory / CONF
+
+    @property
+    def map_path(self) -> Path:
+        return self.directory / ROUTES
+
+    async def ensure(self, listen: str, routes: dict[str, str]) -> None:
+        """Make one HAProxy listen on `listen` with `routes`: adopt the one a previous hyprd
+        left (then fix its map entry by entry) if it listens there, else (re)start it. A
+        proxy that cannot start is logged and retried; it never blocks hyprd."""
+        self._stop_supervising()
+        config = haproxy_config(self.directory, listen)
+        pid = self._pid_from_file()
+        if pid is not None and _read(self.conf_path) == config:
+            log.debug("adopting the proxy's HAProxy (pid %d)", pid)
+            self.pid = pid
+            self.routes = await self._show_map()
+            await self.update(routes)
+        else:
+            if pid is not None:
+                log.info("restarting the proxy's HAProxy with a new configuration")
+                await _terminate(pid)
+            self.directory.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.directory / REASONS, REASONS_MAP)
+            write_atomic(self.conf_path, config)
+            self._write_map(routes)
+            try:
+                await self._spawn()
+            except HAProxyError as exc:
+                log.error("%s", exc)
+        self._supervisor = asyncio.create_task(self._supervise())
+
+    async def update(self, routes: dict[str, str]) -> None:
+        """Change the running map to `routes`, one entry at a time (no reload, so no
+        connection is cut), and the file a restarted HAProxy reads."""
+        self._write_map(routes)
+        if self.pid is None:
+            return
+        commands = [f"del map {self.map_path} {host}" for host in self.routes if host not in routes]
+        commands += [
+            f"{'set' if host in self.routes else 'add'} map {self.map_path} {host} {value}"
+            for host, value in routes.items()
+            if self.routes.get(host) != value
+        ]
+        try:
+            for command in commands:
+                await self._command(command)
+        except (OSError, HAProxyError) as exc:
+            log.warning("the proxy's HAProxy did not take its new routes: %s", exc)
+            return
+        self.routes = dict(routes)
+
+    async def stop(self) -> None:
+        """Stop HAProxy for good (the proxy is turned off)."""
+        self._stop_supervising()
+        for pid in {self.pid, self._pid_from_file()}:
+            if pid is not None and _is_ours(pid, self.conf_path):
+                await _terminate(pid)
+        self.pid = None
+
+    def detach(self) -> None:
+        """hyprd is exiting: stop watching, and leave HAProxy serving for the next one."""
+        self._stop_supervising()
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _write_map(self, routes: dict[str, str]) -> None:
+        write_atomic(self.map_path, "".join(f"{h} {v}\n" for h, v in sorted(routes.items())))
+
+    def _stop_supervising(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            self._supervisor = None
+
+    def _pid_from_file(self) -> int | None:
+        try:
+            pid = int((self.directory / "haproxy.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if _is_ours(pid, self.conf_path) else None
+
+    async def _command(self, command: str) -> str:
+        """One runtime API command; its answer, or HAProxyError with the error it gave."""
+        reader, writer = await asyncio.open_unix_connection(self.directory / "admin.sock")
+        try:
+            writer.write(command.encode() + b"\n")
+            await writer.drain()
+            answer = (await reader.read()).decode(errors="replace")
+        finally:
+            writer.close()
+        if answer.strip() and not command.startswith("show "):
+            raise HAProxyError(f"{command}: {answer.strip()}")
+        return answer
+
+    async def _show_map(self) -> dict[str, str]:
+        """The adopted HAProxy's map: lines of `<ref id> <host> <value>`."""
+        try:
+            answer = await self._command(f"show map {self.map_path}")
+        except OSError:
+            return {}
+        entries = (line.split(" ", 2) for line in answer.splitlines())
+        return {fields[1]: fields[2] for fields in entries if len(fields) == 3}
+
+    async def _spawn(self) -> None:
+        binary = shutil.which("haproxy")
+        if binary is None:
+            raise HAProxyError("haproxy is not installed (Debian package haproxy)")
+        proc = await asyncio.create_subprocess_exec(
+            binary, "-f", str(self.conf_path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, stderr = await proc.communicate()
+        pid = self._pid_from_file()
+        if proc.returncode != 0 or pid is None:
+            lines = stderr.decode(errors="replace").strip().splitlines()
+            alerts = [line for line in lines if "[ALERT]" in line] or lines[-1:]
+            message = " ".join(alerts) or f"exit code {proc.returncode}"
+            self.pid = None
+            raise HAProxyError(f"the proxy's HAProxy did not start: {message}")
+        self.pid = pid
+        self.routes = _read_map(self.map_path)
+        log.info("started HAProxy for the subdomain proxy (pid %d)", pid)
+
+    async def _supervise(self) -> None:
+        """Start HAProxy again whenever it dies, backing off while it keeps dying at once."""
+        backoff = 0.1
+        started = time.monotonic()
+        while True:
+            if self.pid is not None:
+                await wait_exit(self.pid)
+            if time.monotonic() - started > STABLE_AFTER:
+                backoff = 0.1
+            log.warning("the proxy's HAProxy is not running; starting it in %.1fs", backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+            started = time.monotonic()
+            try:
+                await self._spawn()
+            except HAProxyError as exc:
+                log.error("%s", exc)
+
+
+def _is_ours(pid: int, conf_path: Path) -> bool:
+    """True if `pid` is an HAProxy started with this configuration (not a reused pid)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return str(conf_path).encode() in argv and Path(argv[0].decode()).name == "haproxy"
+
+
+def _read_map(path: Path) -> dict[str, str]:
+    lines = (_read(path) or "").splitlines()
+    return dict(line.split(" ", 1) for line in lines if " " in line)
+
+
+async def _terminate(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    try:
+        async with asyncio.timeout(STOP_TIMEOUT):
+            await wait_exit(pid)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        await wait_exit(pid)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
