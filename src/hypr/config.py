@@ -35,6 +35,14 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, not {raw!r}") from exc
 
 
+def machine_roots() -> tuple[Path, ...]:
+    """HYPR_MACHINE_ROOTS, else $HYPR_DATA_DIR/machines and the assets dir (hypr's kernel)."""
+    data_dir = os.environ.get("HYPR_DATA_DIR", str(DEFAULT_DATA_DIR))
+    assets_dir = os.environ.get("HYPR_ASSETS_DIR", str(Path(sys.prefix) / "share" / "hypr"))
+    roots = os.environ.get("HYPR_MACHINE_ROOTS", f"{data_dir}/machines:{assets_dir}")
+    return tuple(Path(root) for root in roots.split(":") if root)
+
+
 @dataclass(frozen=True)
 class Settings:
     """What hyprd is configured with; shown by `hypr info`."""
@@ -53,6 +61,10 @@ class Settings:
     max_port_range: int = DEFAULT_MAX_PORT_RANGE  # most ports one `-p` range may publish
     # Registries spoken to in plain HTTP although not on loopback (HYPR_INSECURE_REGISTRIES).
     insecure_registries: tuple[str, ...] = ()
+    # Where kernels and root filesystem files given by path may lie (HYPR_MACHINE_ROOTS,
+    # colon-separated; relative paths are taken from the first).
+    machine_roots: tuple[Path, ...] = ()
+    default_image: str = "busybox"  # what Hatch's POST /vms runs (HYPR_DEFAULT_IMAGE)
     docker_addr: str = ""  # the Docker Engine API over TCP (API keys required); "": off
     # The build proxy that RUN steps without a network reach HTTP(S) through; "": none.
     build_proxy_addr: str = "127.0.0.1:41010"
@@ -125,6 +137,8 @@ class Settings:
             ssh_port_min=_env_int("HYPR_SSH_PORT_MIN", 2200),
             ssh_port_max=_env_int("HYPR_SSH_PORT_MAX", 2299),
             max_port_range=_env_int("HYPR_MAX_PORT_RANGE", DEFAULT_MAX_PORT_RANGE),
+            machine_roots=machine_roots(),
+            default_image=os.environ.get("HYPR_DEFAULT_IMAGE", "busybox"),
             insecure_registries=tuple(
                 h.strip()
                 for h in os.environ.get("HYPR_INSECURE_REGISTRIES", "").split(",")

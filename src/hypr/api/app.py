@@ -10,6 +10,7 @@ from hypr.api import (
     builds,
     dns,
     images,
+    machines,
     networks,
     registry,
     snapshots,
@@ -29,6 +30,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     app.include_router(system.router)
     app.include_router(networks.router)
     app.include_router(vms.router)
+    app.include_router(machines.router)
     app.include_router(stacks.router)
     app.include_router(dns.router)
     app.include_router(apikeys.router)

@@ -7,10 +7,13 @@ import contextlib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Body, Header, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 
 from hypr.api.deps import daemon_of
+from hypr.api.hatch import HATCH_NETWORK, HatchVmRequest, hatch_run_request
 from hypr.api.models import (
     ExecRequest,
     ExecResponse,
@@ -98,14 +101,26 @@ def vm_view(details: VmDetails) -> VmView:
 
 @router.post("/vms", status_code=201)
 async def run_vm(
-    body: RunRequest,
+    body: Annotated[dict[str, Any], Body()],
     request: Request,
     x_registry_auth: Annotated[str | None, Header()] = None,
 ) -> VmView:
     """The body is the daemon's RunRequest itself; `start: false` only creates. A missing
-    image is pulled first as `pull` says, with the credentials of `X-Registry-Auth`."""
-    auth = registry_auth(x_registry_auth)
-    return vm_view(await daemon_of(request).run_vm(body, auth))
+    image is pulled first as `pull` says, with the credentials of `X-Registry-Auth`. A
+    body without `image` is Hatch's (api/hatch.py)."""
+    daemon = daemon_of(request)
+    try:
+        hatch = HatchVmRequest.model_validate(body) if "image" not in body else None
+        run = (
+            hatch_run_request(hatch, daemon.settings.default_image)
+            if hatch is not None
+            else RunRequest.model_validate(body)
+        )
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    if hatch is not None and hatch.enable_network:
+        return vm_view(await daemon.run_on_network(run, HATCH_NETWORK))
+    return vm_view(await daemon.run_vm(run, registry_auth(x_registry_auth)))
 
 
 @router.get("/vms")

@@ -147,7 +147,7 @@ class VmBooter:
             vm_id=vm.id,
             vcpus=vm.spec.vcpus,
             memory_mib=vm.spec.memory_mib,
-            kernel=self.accel.kernel,
+            kernel=Path(vm.spec.kernel) if vm.spec.kernel else self.accel.kernel,
             initrd=self.accel.initramfs,
             # The shared-folder modules travel only with the VMs that load them.
             initrd_append=(self.accel.shares_initramfs.read_bytes() if shares else b"")

@@ -81,6 +81,10 @@ class RunRequest(_Request):
     tty: bool = False  # the client asked for a terminal (the console is one either way)
     # Docker's --add-host "NAME:IP" ("host-gateway": the first NIC's gateway), in /etc/hosts.
     extra_hosts: list[str] = Field(default_factory=list)
+    # A kernel file to boot instead of hypr's (Hyperfleet's kernel_image_path): under the
+    # host's HYPR_MACHINE_ROOTS, and able to run hypr's initramfs (built for hypr's kernel).
+    kernel: str | None = None
+    expose: list[str] = Field(default_factory=list)  # Docker's --expose: "80", "53/udp"
     # cloud-init user data (`--user-data FILE`): a #cloud-config document or a #! script.
     user_data: str | None = None
     # Seconds without a proxied request, a connection to the VM or an exec after which it

@@ -8,6 +8,7 @@ repositories. The facade delegates: each method is a service's, named for the AP
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -37,8 +38,10 @@ from hypr.daemon.stacks import StackManager
 from hypr.daemon.views import ContainerDetails, NetworkStats, VmDetails
 from hypr.daemon.vms import VmManager
 from hypr.daemon.volumes import VolumeService
+from hypr.errors import Conflict
 from hypr.guest.protocol import AgentClient
 from hypr.guest.wire import ExecResult, TtySize
+from hypr.images.bootfiles import BootKind
 from hypr.images.content import ContentStore
 from hypr.images.registry import RegistryAuth
 from hypr.images.store import Image, ImageStore
@@ -88,7 +91,12 @@ class Daemon:
         self.ipam = Ipam(self.db)
         self.networks = NetworkManager(self.db, self.ipr, self.firewall, self.ipam)
         images_dir = settings.data_dir / "images"
-        self.images = ImageStore(images_dir, self.db, (settings.assets_dir / "images", images_dir))
+        self.images = ImageStore(
+            images_dir,
+            self.db,
+            (settings.assets_dir / "images", images_dir),
+            settings.machine_roots,
+        )
         self.content = ContentStore(images_dir)
         self.volumes = VolumeService(settings, self.db, VmRepository(self.db).all)
         self.vms = VmManager(
@@ -171,6 +179,19 @@ class Daemon:
         await self.image_service.ensure(req.image, req.pull, auth)
         vm = await self.vms.run(req) if req.start else self.vms.create(req)
         return self.vm_view(vm.id)
+
+    async def run_on_network(self, req: RunRequest, network: NetworkRequest) -> VmDetails:
+        """Run on a network of the layout the seeds' APIs describe (Hyperfleet's ptp,
+        Hatch's bridge), made as asked at its first use."""
+        if self.networks.repo.find(network.name) is None:
+            with contextlib.suppress(Conflict):  # a concurrent first use made it
+                await self.networks.create(network)
+        return await self.run_vm(req)
+
+    def boot_file(self, text: str, kind: BootKind, field: str) -> Path:
+        """A kernel or root filesystem file under HYPR_MACHINE_ROOTS, else InvalidArgument
+        naming `field`."""
+        return self.images.boot_file(text, kind, field)
 
     async def start_vm(self, ref: str, snapshot: str | None = None) -> VmDetails:
         """Boot a VM; a sleeping one wakes where it slept; with `snapshot` it resumes

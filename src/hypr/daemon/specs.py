@@ -48,6 +48,7 @@ def check_request_text(req: RunRequest) -> None:
     check_no_nul("volume", [*req.volumes, *req.tmpfs, *req.tmpfs.values()])
     check_no_nul("mount", [v for m in req.mounts for v in (m.source, m.target)])
     check_no_nul("extra host", req.extra_hosts)
+    check_no_nul("kernel", [req.kernel])
     check_no_nul("user data", [req.user_data])
     check_no_nul("healthcheck", req.healthcheck.test if req.healthcheck else [])
     for attachment in req.networks or []:
@@ -97,7 +98,7 @@ def build_spec(req: RunRequest, image: Image) -> VmSpec:
         labels={**image.config.labels, **req.labels},
         user=req.user if req.user is not None else image.config.user or None,
         stop_signal=req.stop_signal or image.config.stop_signal or None,
-        exposed_ports=list(image.config.exposed_ports),
+        exposed_ports=exposed_ports(image.config.exposed_ports, req.expose),
         mounts=mounts,
         healthcheck=healthcheck_spec(req.healthcheck),
         stop_timeout=req.stop_timeout,
@@ -105,7 +106,21 @@ def build_spec(req: RunRequest, image: Image) -> VmSpec:
         extra_hosts=list(req.extra_hosts),
         user_data=req.user_data,
         idle_timeout=req.idle_timeout,
+        kernel=req.kernel,
     )
+
+
+def exposed_ports(image_ports: list[str], expose: list[str]) -> list[str]:
+    """The image's ExposedPorts and `--expose`, as "80/tcp"."""
+    ports = list(image_ports)
+    for text in expose:
+        port, _, proto = text.partition("/")
+        if not port.isdigit() or not 1 <= int(port) <= 65535 or proto not in ("", "tcp", "udp"):
+            raise InvalidArgument(f"invalid exposed port {text!r}: expected PORT[/tcp|udp]")
+        spec = f"{int(port)}/{proto or 'tcp'}"
+        if spec not in ports:
+            ports.append(spec)
+    return ports
 
 
 def healthcheck_spec(check: HealthcheckRequest | None) -> HealthcheckSpec | None:

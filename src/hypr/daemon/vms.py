@@ -142,6 +142,9 @@ class VmManager:
     def create(self, req: RunRequest) -> VmRecord:
         """Validate the request and claim name, MACs and addresses in one transaction."""
         image = self.images.get(req.image)
+        if req.kernel is not None:
+            kernel = self.images.boot_file(req.kernel, "kernel", "kernel")
+            req = req.model_copy(update={"kernel": str(kernel)})
         req = with_user_data(req)
         spec = build_spec(req, image)
         name = check_vm_name(req.name) if req.name else self._generated_name()

@@ -3,7 +3,8 @@
 per layer under `$HYPR_DATA_DIR/images/layers/`, stacked bottom first in the guest).
 
 Names resolve as Docker's do: `busybox` is `docker.io/library/busybox:latest`; an image id
-or an unambiguous prefix of one works too.
+or an unambiguous prefix of one works too. An absolute path names a root filesystem file
+(ext4 or squashfs) under the directories the host allows: an image of one layer, no config.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hypr.errors import HyprError, InvalidArgument, NotFound
+from hypr.images.bootfiles import BootKind, boot_file
 from hypr.images.config import ImageConfig
 from hypr.images.layers import clean_partials, layer_path
 from hypr.images.oci import host_platform
@@ -24,6 +26,7 @@ from hypr.state.db import Database
 from hypr.state.images import ImageRepository, ImageRow
 
 _ID_PREFIX = re.compile(r"^(?:sha256:)?([0-9a-f]{1,64})$")
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,15 @@ class Image:
 class ImageStore:
     """Finds images by reference or id; the puller adds to it through `rows`."""
 
-    def __init__(self, root: Path, db: Database, builtin_roots: Sequence[Path] = ()) -> None:
+    def __init__(
+        self,
+        root: Path,
+        db: Database,
+        builtin_roots: Sequence[Path] = (),
+        file_roots: Sequence[Path] = (),
+    ) -> None:
         self.builtin_roots = tuple(builtin_roots)
+        self.file_roots = tuple(file_roots)
         self.root = root
         self.layers_dir = root / "layers"
         self.layers_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -77,7 +87,10 @@ class ImageStore:
         return [*self._builtins(), *(self._image(row) for row in self.rows.all())]
 
     def get(self, text: str) -> Image:
-        """The image `text` names (a reference, an id or an id prefix), else NotFound."""
+        """The image `text` names (a reference, an id, an id prefix or a root filesystem
+        file's path), else NotFound."""
+        if text.startswith("/"):
+            return self.file_image(text)
         ref = _parse(text)
         if ref is not None:
             canonical = str(ref)
@@ -99,6 +112,26 @@ class ImageStore:
         if ref is None:
             raise InvalidArgument(f"invalid reference format: {text!r}")
         raise NotFound(f"image {text} not found (pull it first: hypr pull {ref.familiar})")
+
+    def boot_file(self, text: str, kind: BootKind, field: str) -> Path:
+        """A kernel or root filesystem file a VM may boot (see bootfiles.py)."""
+        return boot_file(text, self.file_roots, kind, field)
+
+    def file_image(self, text: str, field: str = "image") -> Image:
+        """A root filesystem file as an image: its one layer, PATH as the only config."""
+        path = self.boot_file(text, "rootfs", field)
+        return Image(
+            id="sha256:" + hashlib.sha256(str(path).encode()).hexdigest(),
+            repo_tags=[str(path)],
+            repo_digests=[],
+            layers=(path,),
+            config=ImageConfig(
+                env=[DEFAULT_PATH], architecture=host_platform().architecture, os="linux"
+            ),
+            size=path.stat().st_size,
+            created="",
+            builtin=True,
+        )
 
     def _image(self, row: ImageRow) -> Image:
         return Image(

@@ -82,6 +82,7 @@ class VmSpec:
     # cloud-init user data as given (checked at create), applied at every boot.
     user_data: str | None = None
     idle_timeout: float | None = None  # seconds; None: never put to sleep
+    kernel: str | None = None  # a kernel file of the host's; None: hypr's own
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -162,7 +162,10 @@ void setup_rootfs(void)
 		}
 		snprintf(dir, sizeof dir, "/mnt/l%d", i);
 		mkdir(dir, 0755);
-		if (mount(dev, dir, "squashfs", MS_RDONLY, NULL) < 0) {
+		/* A root filesystem file given by path may be ext4: read-only, its journal
+		 * left alone (the disk is read-only), under the same tmpfs upper layer. */
+		if (mount(dev, dir, "squashfs", MS_RDONLY, NULL) < 0 &&
+		    mount(dev, dir, "ext4", MS_RDONLY, "noload") < 0) {
 			logmsg("mount %s (layer %d): %s", dev, i, strerror(errno));
 			fatal("cannot mount the image");
 		}
