@@ -50,6 +50,11 @@ from hypr.errors import InvalidArgument
     "--publish-all", "-P", is_flag=True, help="Publish every exposed port on a free host port"
 )
 @click.option(
+    "--expose",
+    multiple=True,
+    help="Expose a port, PORT[/tcp|udp]: the proxy serves TCP ones as <PORT>-<vm>.<domain>",
+)
+@click.option(
     "--pull",
     type=click.Choice(["missing", "always", "never"]),
     default="missing",
@@ -93,6 +98,7 @@ def run(
     dhcp: bool,
     publish: tuple[str, ...],
     publish_all: bool,
+    expose: tuple[str, ...],
     pull: str,
     ssh: bool,
     volumes: tuple[str, ...],
@@ -140,6 +146,7 @@ def run(
         "auto_remove": rm,
         "ports": list(publish),
         "publish_all": publish_all,
+        "expose": list(expose),
         "pull": pull,
         "ssh": ssh,
         "volumes": [volume_option(text) for text in volumes],
