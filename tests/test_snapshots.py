@@ -124,7 +124,7 @@ def test_an_idle_vm_sleeps_and_wakes_on_a_request_a_connection_and_an_exec(
     hyprd: Hyprd,
 ) -> None:
     hyprd.ok("run", "-d", "--name", "idle", "-p", "8282:80", "--ssh", "--idle-timeout", "2s",
-             "busybox", "sh", "-c", SSH_LIKE)  # fmt: skip
+             "--expose", "80", "busybox", "sh", "-c", SSH_LIKE)  # fmt: skip
     ssh_port = hyprd.inspect("idle")["ssh_port"]
     wait_for(lambda: fetch(hyprd, 8282) == "served")
     pid = exec_out(hyprd, "idle", "cat /tmp/pid")
@@ -142,6 +142,12 @@ def test_an_idle_vm_sleeps_and_wakes_on_a_request_a_connection_and_an_exec(
 
     wait_for(lambda: state(hyprd, "idle") == "sleeping")
     assert exec_out(hyprd, "idle", "cat /tmp/mark /tmp/pid").split() == ["kept", pid]
+
+    wait_for(lambda: state(hyprd, "idle") == "sleeping")
+    host = "idle.hypr.localhost"  # through the reverse proxy (HYPR_PROXY_ADDR's default)
+    proxied = in_ns(hyprd.netns, "curl", "-s", "--max-time", "60", "-H", f"Host: {host}",
+                    "http://127.0.0.1:41005/index.html", check=False)  # fmt: skip
+    assert proxied.stdout.strip() == "served"
 
     wait_for(lambda: state(hyprd, "idle") == "sleeping")
     hyprd.restart()  # a sleeping VM stays asleep, and its ports still wake it

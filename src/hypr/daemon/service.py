@@ -140,6 +140,7 @@ class Daemon:
         self.snapshots = SnapshotService(self.vms, settings.data_dir / "snapshots")
         self.idle = IdleService(self.vms, self.snapshots, self.ports)
         self.vms.on_use = self.idle.used
+        self.proxy.wake = self._wake_for_request
         self.views = ViewBuilder(
             self.vms, self.networks, self.volumes, self.ports, self.images, self.container_health
         )
@@ -218,9 +219,9 @@ class Daemon:
         await self.vms.remove(ref, force=force, volumes=volumes)
         self.snapshots.remove_of(vm.id)
 
-    async def wake_vm(self, ref: str) -> VmDetails:
-        """A request for a VM (the reverse proxy): a sleeping one is restored first."""
-        return self.vm_details(await self.idle.wake(ref))
+    async def _wake_for_request(self, vm_id: str) -> None:
+        """The reverse proxy's hook: a request for a sleeping VM is held while it wakes."""
+        await self.idle.wake(vm_id)
 
     async def create_snapshot(self, ref: str, name: str | None) -> Snapshot:
         return await self.snapshots.create(ref, name)
