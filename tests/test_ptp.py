@@ -67,3 +67,10 @@ def test_ptp_refuses_what_it_cannot_be(hyprd: Hyprd) -> None:
         result = hyprd.hypr("network", "create", "--driver", "ptp", *args, "bad")
         assert result.returncode != 0 and message in result.stderr
     assert "bad" not in hyprd.ok("network", "ls")
+
+
+def test_ptp_refuses_dhcp_vms(hyprd: Hyprd) -> None:
+    hyprd.ok("network", "create", "--driver", "ptp", "p2p")
+    result = hyprd.hypr("run", "-d", "--dhcp", "--network", "p2p", "busybox", "sleep", "9")
+    assert result.returncode != 0 and "no DHCP server serves ptp network p2p" in result.stderr
+    assert hyprd.ok("ps", "-a", "-q") == ""

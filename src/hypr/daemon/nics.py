@@ -54,11 +54,17 @@ class NicService:
         self.ipam = ipam
         self._reserved_taps: set[str] = set()
 
-    def claim(self, vm_id: str, attachments: list[NetworkAttachment]) -> tuple[NicRecord, ...]:
+    def claim(
+        self, vm_id: str, attachments: list[NetworkAttachment], dhcp: bool = False
+    ) -> tuple[NicRecord, ...]:
         """MACs and addresses of a new VM; call inside the transaction that adds its row."""
         nics: list[NicRecord] = []
         for idx, attachment in enumerate(attachments):
             net = self.networks.get(attachment.network)
+            if dhcp and net.driver != "bridge":
+                raise InvalidArgument(
+                    f"--dhcp: no DHCP server serves {net.driver} network {net.name}"
+                )
             if any(n.network_id == net.id for n in nics):
                 raise InvalidArgument(f"VM joins network {net.name} twice")
             mac = self._claim_mac(attachment.mac)

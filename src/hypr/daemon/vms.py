@@ -159,7 +159,7 @@ class VmManager:
                 spec=replace(spec, mounts=mounts),
                 state="created",
                 created=now_rfc3339(),
-                nics=self.nics.claim(vm_id, req.attachments),
+                nics=self.nics.claim(vm_id, req.attachments, req.dhcp),
             )
             self.rows.add(vm)
             publish = PublishRequest(tuple(req.ports), req.ssh, req.publish_all)
