@@ -122,21 +122,26 @@ def bench(runs: int) -> None:
                      "run": make_context(contexts, RUN_DOCKERFILE)}  # fmt: skip
             hypr_build(hyprd, cases["run"], "warm:up", cache=False)  # accelerator probe
             for name, ctx in cases.items():
-                fresh: dict[str, list[float]] = {"hypr": [], "buildah": []}
-                cached: dict[str, list[float]] = {"hypr": [], "buildah": []}
-                for i in range(runs):
-                    fresh["hypr"].append(timed(lambda: hypr_build(hyprd, ctx, name, False)))
-                    fresh["buildah"].append(timed(lambda: buildah.build(ctx, name, False)))
-                buildah.build(ctx, name, True)  # fill buildah's layer cache
-                for i in range(runs):
-                    cached["hypr"].append(timed(lambda: hypr_build(hyprd, ctx, name, True)))
-                    cached["buildah"].append(timed(lambda: buildah.build(ctx, name, True)))
-                goal = "goal <= 1.0x" if name == "copy" else "no goal: TCG"
-                compare(f"{name}: from nothing", fresh["hypr"], fresh["buildah"], goal)
-                compare(f"{name}: unchanged", cached["hypr"], cached["buildah"], "goal <= 1.0x")
+                side_by_side(hyprd, buildah, name, ctx, runs)
             tcg_cost(hyprd, contexts, runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def side_by_side(hyprd: Hyprd, buildah: Buildah, name: str, ctx: Path, runs: int) -> None:
+    """One case from nothing, then unchanged, each side `runs` times, alternating."""
+    fresh: dict[str, list[float]] = {"hypr": [], "buildah": []}
+    cached: dict[str, list[float]] = {"hypr": [], "buildah": []}
+    for _ in range(runs):
+        fresh["hypr"].append(timed(lambda: hypr_build(hyprd, ctx, name, False)))
+        fresh["buildah"].append(timed(lambda: buildah.build(ctx, name, False)))
+    buildah.build(ctx, name, True)  # fill buildah's layer cache
+    for _ in range(runs):
+        cached["hypr"].append(timed(lambda: hypr_build(hyprd, ctx, name, True)))
+        cached["buildah"].append(timed(lambda: buildah.build(ctx, name, True)))
+    goal = "goal <= 1.0x" if name == "copy" else "no goal: TCG"
+    compare(f"{name}: from nothing", fresh["hypr"], fresh["buildah"], goal)
+    compare(f"{name}: unchanged", cached["hypr"], cached["buildah"], "goal <= 1.0x")
 
 
 def tcg_cost(hyprd: Hyprd, contexts: Path, runs: int) -> None:

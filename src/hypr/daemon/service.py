@@ -13,13 +13,13 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from pyroute2 import AsyncIPRoute
 
 from hypr.config import Settings
 from hypr.daemon.apikeys import ApiKeys
-from hypr.daemon.builds import BuildRequest, BuildService
+from hypr.daemon.builds import BuildService
 from hypr.daemon.console import Consoles
 from hypr.daemon.containers import ContainerService
 from hypr.daemon.details import ViewBuilder
@@ -28,7 +28,8 @@ from hypr.daemon.execs import ExecConfig, ExecInstance, ExecRegistry
 from hypr.daemon.exits import Exit
 from hypr.daemon.health import SpecHealth
 from hypr.daemon.idle import IdleService
-from hypr.daemon.images import ImageService, Progress, Prune, PullPolicy
+from hypr.daemon.image_facade import ImageFacade
+from hypr.daemon.images import ImageService
 from hypr.daemon.nicguard import NicGuard
 from hypr.daemon.ports import PortForwarder
 from hypr.daemon.proxy import ProxyService
@@ -44,7 +45,7 @@ from hypr.guest.wire import ExecResult, TtySize
 from hypr.images.bootfiles import BootKind
 from hypr.images.content import ContentStore
 from hypr.images.registry import RegistryAuth
-from hypr.images.store import Image, ImageStore
+from hypr.images.store import ImageStore
 from hypr.network.dns import DnsService
 from hypr.network.firewall import NftablesFirewall
 from hypr.network.ipam import Ipam
@@ -78,7 +79,7 @@ def _private_dirs(data_dir: Path, logs_dir: Path) -> None:
             path.chmod(0o600)
 
 
-class Daemon:
+class Daemon(ImageFacade):
     """Everything the API handlers act on."""
 
     def __init__(self, settings: Settings) -> None:
@@ -254,48 +255,6 @@ class Daemon:
 
     def vm_is_running(self, vm_id: str) -> bool:
         return vm_id in self.vms.running
-
-    # --- image facade --------------------------------------------------------------------
-
-    def images_all(self) -> list[Image]:
-        return self.image_service.all()
-
-    def image(self, ref: str) -> Image:
-        return self.image_service.get(ref)
-
-    async def pull_image(
-        self, ref: str, auth: RegistryAuth | None, progress: Progress | None = None
-    ) -> Image:
-        return await self.image_service.pull(ref, auth, progress)
-
-    async def ensure_image(
-        self,
-        ref: str,
-        policy: PullPolicy,
-        auth: RegistryAuth | None,
-        progress: Progress | None = None,
-    ) -> Image:
-        return await self.image_service.ensure(ref, policy, auth, progress)
-
-    def remove_image(self, ref: str, force: bool) -> list[dict[str, str]]:
-        return self.image_service.remove(ref, force)
-
-    def tag_image(self, source: str, repo: str, tag: str | None) -> Image:
-        return self.image_service.tag(source, repo, tag)
-
-    def prune_images(self, all: bool) -> Prune:
-        return self.image_service.prune(all)
-
-    def image_history(self, ref: str) -> list[dict[str, Any]]:
-        return self.image_service.history(ref)
-
-    async def build_image(
-        self, context: AsyncIterator[bytes], req: BuildRequest, emit: Callable[[str], None]
-    ) -> Image:
-        return await self.builds.build(context, req, emit)
-
-    def prune_builder(self) -> tuple[int, int]:
-        return self.builds.prune()
 
     # --- volume facade -------------------------------------------------------------------
 
