@@ -1,9 +1,12 @@
-"""Waiting on processes that hyprd did not necessarily start (adopted QEMU and dnsmasq)."""
+"""Waiting on processes that hyprd did not necessarily start (adopted QEMU, dnsmasq,
+HAProxy), and stopping them."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +31,19 @@ async def wait_exit(pid: int) -> None:
     finally:
         loop.remove_reader(pidfd)
         os.close(pidfd)
+
+
+async def terminate(pid: int, grace: float) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; return once `pid` is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    try:
+        async with asyncio.timeout(grace):
+            await wait_exit(pid)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        await wait_exit(pid)
 
 
 def command_lines() -> Iterator[tuple[int, list[bytes]]]:

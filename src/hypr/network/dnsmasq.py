@@ -10,7 +10,6 @@ adopted processes as well as for those it started; it is then started again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -18,7 +17,7 @@ import signal
 import time
 from pathlib import Path
 
-from hypr.process import wait_exit
+from hypr.process import terminate, wait_exit
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ class Dnsmasq:
         else:
             if pid is not None:
                 log.info("restarting dnsmasq of %s with a new configuration", self.label)
-                await _terminate(pid)
+                await terminate(pid, STOP_TIMEOUT)
             self.directory.mkdir(parents=True, exist_ok=True)
             write_atomic(self.conf_path, config)
             try:
@@ -91,7 +90,7 @@ class Dnsmasq:
         self._stop_supervising()
         for pid in {self.pid, self._pid_from_file()}:
             if pid is not None and _is_ours(pid, self.conf_path):
-                await _terminate(pid)
+                await terminate(pid, STOP_TIMEOUT)
         self.pid = None
 
     def detach(self) -> None:
@@ -166,18 +165,6 @@ def _is_ours(pid: int, conf_path: Path) -> bool:
     except OSError:
         return False
     return f"--conf-file={conf_path}".encode() in argv
-
-
-async def _terminate(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    try:
-        async with asyncio.timeout(STOP_TIMEOUT):
-            await wait_exit(pid)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        await wait_exit(pid)
 
 
 def _read(path: Path) -> str | None:

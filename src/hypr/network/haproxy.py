@@ -10,17 +10,14 @@ the routes map file, which hyprd keeps equal to what it last told the runtime AP
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import shutil
-import signal
 import time
 from pathlib import Path
 
 from hypr.network.dnsmasq import write_atomic
 from hypr.network.proxy_config import REASONS, REASONS_MAP, ROUTES, haproxy_config
-from hypr.process import wait_exit
+from hypr.process import terminate, wait_exit
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +63,7 @@ class HAProxy:
         else:
             if pid is not None:
                 log.info("restarting the proxy's HAProxy with a new configuration")
-                await _terminate(pid)
+                await terminate(pid, STOP_TIMEOUT)
             self.directory.mkdir(parents=True, exist_ok=True)
             write_atomic(self.directory / REASONS, REASONS_MAP)
             write_atomic(self.conf_path, config)
@@ -102,7 +99,7 @@ class HAProxy:
         self._stop_supervising()
         for pid in {self.pid, self._pid_from_file()}:
             if pid is not None and _is_ours(pid, self.conf_path):
-                await _terminate(pid)
+                await terminate(pid, STOP_TIMEOUT)
         self.pid = None
 
     def detach(self) -> None:
@@ -201,18 +198,6 @@ def _is_ours(pid: int, conf_path: Path) -> bool:
 def _read_map(path: Path) -> dict[str, str]:
     lines = (_read(path) or "").splitlines()
     return dict(line.split(" ", 1) for line in lines if " " in line)
-
-
-async def _terminate(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    try:
-        async with asyncio.timeout(STOP_TIMEOUT):
-            await wait_exit(pid)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        await wait_exit(pid)
 
 
 def _read(path: Path) -> str | None:
