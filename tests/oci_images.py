@@ -318,3 +318,28 @@ def debian_image() -> Path:
     recipe = inspect.getsource(_build_debian) + inspect.getsource(_split_debian)
     recipe += f"{DEBIAN_SUITE} {DEBIAN_INCLUDE} {_PYTHON_PATHS}"
     return cached("debian", recipe, _build_debian)
+
+
+SSH_INCLUDE = "dropbear-bin"
+
+
+def _build_debian_ssh(layout: Path) -> None:
+    """Debian (essential) with dropbear, in one layer: an SSH server for user data's keys."""
+    work = layout.with_name("work")
+    work.mkdir()
+    sh("mmdebstrap", "--quiet", "--variant=essential", f"--include={SSH_INCLUDE}",
+       DEBIAN_SUITE, str(work / "rootfs.tar"))  # fmt: skip
+    _umoci("init", "--layout", str(layout))
+    _umoci("new", "--image", f"{layout}:latest")
+    _umoci("raw", "add-layer", "--image", f"{layout}:latest", str(work / "rootfs.tar"))
+    _umoci("config", "--image", f"{layout}:latest", "--os", "linux", "--architecture", "amd64",
+           "--config.env=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "--config.cmd=sh", "--config.cmd=-c",
+           "--config.cmd=mkdir -p /etc/dropbear && exec dropbear -F -E -R -p 22")  # fmt: skip
+
+
+def debian_ssh_image() -> Path:
+    """The cached OCI layout (tag `latest`) of Debian with dropbear, whose default command
+    serves SSH on port 22 (host keys made at the first connection)."""
+    recipe = inspect.getsource(_build_debian_ssh) + f"{DEBIAN_SUITE} {SSH_INCLUDE}"
+    return cached("debian-ssh", recipe, _build_debian_ssh)
