@@ -146,6 +146,7 @@ def test_hyperfleet_machines(hyprd: Hyprd, machines: Path, make_netns: Callable[
         ({"kernel_image_path": ".hyperfleet/rootfs.squashfs"}, "kernel_image_path", "kernel"),
         ({"vcpu_count": "two"}, "vcpu_count", "integer"),
         ({"exposed_ports": "80"}, "exposed_ports", "list"),
+        ({"name": "no spaces allowed"}, "name", "invalid VM name"),  # after the network
     ],
 )
 def test_hyperfleet_bad_input_changes_nothing(

@@ -39,7 +39,7 @@ from hypr.daemon.stacks import StackManager
 from hypr.daemon.views import ContainerDetails, NetworkStats, VmDetails
 from hypr.daemon.vms import VmManager
 from hypr.daemon.volumes import VolumeService
-from hypr.errors import Conflict
+from hypr.errors import Conflict, HyprError
 from hypr.guest.protocol import AgentClient
 from hypr.guest.wire import ExecResult, TtySize
 from hypr.images.bootfiles import BootKind
@@ -184,11 +184,19 @@ class Daemon(ImageFacade):
 
     async def run_on_network(self, req: RunRequest, network: NetworkRequest) -> VmDetails:
         """Run on a network of the layout the seeds' APIs describe (Hyperfleet's ptp,
-        Hatch's bridge), made as asked at its first use."""
+        Hatch's bridge), made as asked at its first use (and removed again if that first
+        use is refused before any VM is on it)."""
+        made = None
         if self.networks.repo.find(network.name) is None:
             with contextlib.suppress(Conflict):  # a concurrent first use made it
-                await self.networks.create(network)
-        return await self.run_vm(req)
+                made = await self.networks.create(network)
+        try:
+            return await self.run_vm(req)
+        except HyprError:
+            if made is not None and self.networks.attached_count(made.id) == 0:
+                with contextlib.suppress(HyprError):
+                    await self.networks.remove(made.id)
+            raise
 
     def boot_file(self, text: str, kind: BootKind, field: str) -> Path:
         """A kernel or root filesystem file under HYPR_MACHINE_ROOTS, else InvalidArgument
