@@ -355,3 +355,20 @@ def test_corpus_scaling() -> None:
     assert project.service("client").replicas == 3
     with pytest.raises(InvalidArgument, match=r"services\.server\.ports\[0\]: .*fixed host port"):
         corpus("conformance-tests/scaling/compose.yaml", selection=Selection(scale={"server": 2}))
+
+
+def test_expose_and_the_idle_timeout_extension(tmp_path: Path) -> None:
+    write(tmp_path, {"compose.yaml": (
+        "services:\n  web:\n    image: busybox\n    expose: [80, '8000-8001', 53/udp]\n"
+        "    x-idle-timeout: 5m\n  plain:\n    image: busybox\n"
+    )})  # fmt: skip
+    project = load(tmp_path)
+    web, plain = project.service("web"), project.service("plain")
+    assert (web.expose, web.idle_timeout) == (["80", "8000-8001", "53/udp"], 300.0)
+    assert (plain.expose, plain.idle_timeout) == ([], None)
+    assert web.config_hash != plain.config_hash
+    write(tmp_path, {"compose.yaml": (
+        "services:\n  web:\n    image: busybox\n    x-idle-timeout: soon\n"
+    )})  # fmt: skip
+    with pytest.raises(InvalidArgument, match="x-idle-timeout"):
+        load(tmp_path)

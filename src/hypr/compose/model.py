@@ -29,7 +29,7 @@ from hypr.compose.health import Healthcheck
 from hypr.compose.ports import PortMapping, parse_port
 from hypr.compose.volumes import ServiceVolume, TmpfsEntry, Volume
 from hypr.errors import InvalidArgument
-from hypr.units import memory_mib
+from hypr.units import go_duration, memory_mib
 
 PullPolicy = Literal["always", "missing", "never"]
 Condition = Literal["service_started", "service_healthy", "service_completed_successfully"]
@@ -128,6 +128,30 @@ class Service(ComposeModel):
     pull_policy: PullPolicy = "missing"
     volumes: list[ServiceVolume] = Field(default_factory=list)
     tmpfs: list[TmpfsEntry] = Field(default_factory=list)
+    expose: list[str] = Field(default_factory=list)  # "80", "8000-8001", "53/udp"
+    # hypr's extension: sleep after this long without use (Go's duration syntax)
+    idle_timeout: float | None = Field(default=None, alias="x-idle-timeout")
+
+    @field_validator("expose", mode="before")
+    @classmethod
+    def _expose(cls, value: Any) -> list[str]:
+        if not isinstance(value, list):
+            raise ValueError("expected a list of ports")
+        ports = [scalar(item) for item in value]
+        for port in ports:
+            if not re.fullmatch(r"\d+(-\d+)?(/(tcp|udp))?", port):
+                raise ValueError(f"invalid port {port!r}: PORT[-PORT][/tcp|udp]")
+        return ports
+
+    @field_validator("idle_timeout", mode="before")
+    @classmethod
+    def _idle_timeout(cls, value: Any) -> float | None:
+        if value is None:
+            return None
+        seconds = go_duration(scalar(value)) / 1e9
+        if seconds <= 0:
+            raise ValueError("must be a positive duration such as 30s or 5m")
+        return seconds
 
     @field_validator("profiles")
     @classmethod

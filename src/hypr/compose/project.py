@@ -113,6 +113,8 @@ class ServicePlan:
     mounts: list[MountPlan] = field(default_factory=list)
     replicas: int = 1
     build: BuildPlan | None = None  # None: the image is pulled, not built
+    expose: list[str] = field(default_factory=list)  # what the reverse proxy serves
+    idle_timeout: float | None = None  # seconds (`x-idle-timeout`): it sleeps when unused
 
     def vm_name(self, number: int) -> str:
         """Replica `number`'s VM (from 1), as Docker Compose names containers."""
@@ -129,7 +131,7 @@ class ServicePlan:
         data = asdict(self)
         for key in ("pull_policy", "replicas", "project"):
             del data[key]
-        for key in ("mounts", "build"):
+        for key in ("mounts", "build", "expose", "idle_timeout"):
             if not data[key]:
                 del data[key]  # so that stacks made before them keep their hash
         # Replica 1's name and number, as before replicas: running stacks keep their hash.
@@ -316,6 +318,8 @@ def _plan_service(
         mounts=mounts,
         replicas=replicas,
         build=build,
+        expose=list(svc.expose),
+        idle_timeout=svc.idle_timeout,
     )
 
 

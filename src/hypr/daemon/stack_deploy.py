@@ -181,4 +181,6 @@ def run_request(service: ServicePlan, number: int, labels: dict[str, str]) -> Ru
         hostname=service.hostname,
         ports=service.ports_of(number),
         mounts=mount_requests(service.mounts),
+        expose=service.expose,
+        idle_timeout=service.idle_timeout,
     )
