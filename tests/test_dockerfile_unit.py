@@ -7,17 +7,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hypr.build import shell
-from hypr.build.dockerfile import (
-    DockerfileError,
+from hypr.build.arguments import (
     arg_definitions,
     command_form,
     copy_sources,
     healthcheck,
     heredoc_content,
     key_values,
+)
+from hypr.build.dockerfile import (
     parse,
 )
 from hypr.build.forms import go_duration
+from hypr.build.instruction import (
+    DockerfileError,
+)
 from hypr.build.syntax import SyntaxProblem
 
 # BuildKit's frontend/dockerfile/shell/envVarTest (the lines for every platform and Unix),

@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from hypr.build.access import Emit, ImageAccess
+from hypr.build.arguments import (
+    arg_definitions,
+)
 from hypr.build.cache import BuildCache, CachedStep, chain
-from hypr.build.dockerfile import (
+from hypr.build.instruction import (
     Dockerfile,
     DockerfileError,
     Instruction,
     Stage,
-    arg_definitions,
 )
 from hypr.build.stage import ArgScope, StageState, apply_config
 from hypr.build.steps import StepRunner

@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from hypr.build import shell
-from hypr.build.dockerfile import (
-    DockerfileError,
-    Instruction,
+from hypr.build.arguments import (
     arg_definitions,
     command_form,
     healthcheck,
     key_values,
+)
+from hypr.build.instruction import (
+    DockerfileError,
+    Instruction,
 )
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]

@@ -16,13 +16,15 @@ import httpx
 
 from hypr.build import layer
 from hypr.build.access import Emit, ImageAccess
-from hypr.build.copy import CopyOptions, parse_chmod, parse_chown, plan
-from hypr.build.dockerfile import (
-    DockerfileError,
-    Instruction,
+from hypr.build.arguments import (
     command_form,
     copy_sources,
     heredoc_content,
+)
+from hypr.build.copy import CopyOptions, parse_chmod, parse_chown, plan
+from hypr.build.instruction import (
+    DockerfileError,
+    Instruction,
 )
 from hypr.build.rootview import RootView
 from hypr.build.stage import StageState

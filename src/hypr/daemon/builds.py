@@ -27,7 +27,9 @@ from hypr.build.access import BaseImage, Emit
 from hypr.build.builder import Builder, BuildOptions
 from hypr.build.cache import BuildCache
 from hypr.build.context import unpack_context
-from hypr.build.dockerfile import parse
+from hypr.build.dockerfile import (
+    parse,
+)
 from hypr.build.dockerignore import IgnoreRules
 from hypr.build.proxy import BuildProxy
 from hypr.build.vm import BuildMachine
