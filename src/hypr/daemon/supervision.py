@@ -80,10 +80,6 @@ class Supervisor:
             running.agent = agent
             async with asyncio.timeout(BOOT_TIMEOUT):
                 state = await agent.wait_ready()
-            # A workload that is done already may have taken the agent down with it: the
-            # clock only matters to a guest that goes on.
-            with contextlib.suppress(ConnectionError):
-                await agent.set_clock()
         except (TimeoutError, ConnectionError, OSError) as exc:
             if adopt:
                 log.warning(
@@ -93,9 +89,13 @@ class Supervisor:
                 )
                 return
             raise
-        running.ready = True
+        running.ready = True  # before any other await: a quick workload's exit may follow
         if vm_id in self.running and not running.stopping:
             self.rows.update(vm_id, state="running", restarts=state.restarts)
+        # Last: a workload that is done already may have taken the agent down with it, and
+        # the clock only matters to a guest that goes on (a restored one, above all).
+        with contextlib.suppress(ConnectionError):
+            await agent.set_clock()
 
     async def shutdown(self) -> None:
         """Daemon exit: hang up on agents; the VMs keep running and are adopted later."""

@@ -232,6 +232,10 @@ class VmManager:
             return self._removed_exit_codes[ref]
         vm = self.get(ref)
         running = self.running.get(vm.id)
+        if running is None and vm.state in ACTIVE_STATES:
+            # The hypervisor is gone and its exit is being recorded (the observers run
+            # first): the code comes with it.
+            return (await self.exits.wait(vm.id, "exit")).code
         if running is None:
             return vm.exit_code
         await running.exited.wait()
