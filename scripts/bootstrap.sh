@@ -16,7 +16,7 @@ APT_PACKAGES=(
     nftables python3-nftables dnsmasq-base dnsmasq-utils dnsutils iproute2 iputils-ping curl
     dnsperf iperf3 dpkg-dev lz4 binutils
     squashfs-tools-ng skopeo umoci docker-registry mmdebstrap apache2-utils docker-compose
-    haproxy wrk
+    haproxy wrk buildah openssh-client
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
