@@ -14,33 +14,28 @@ import logging
 import os
 import shutil
 import signal
-import time
 from pathlib import Path
 
-from hypr.process import terminate, wait_exit
+from hypr.network.supervised import STOP_TIMEOUT, ServerError, SupervisedServer
+from hypr.process import terminate
 
 log = logging.getLogger(__name__)
 
 CONF = "dnsmasq.conf"
 PID_FILE = "dnsmasq.pid"
 LOG_FILE = "dnsmasq.log"
-STOP_TIMEOUT = 2.0
-MAX_BACKOFF = 5.0
-STABLE_AFTER = 30.0  # a server that ran this long before dying is restarted without delay
 
 
-class DnsmasqError(Exception):
+class DnsmasqError(ServerError):
     """dnsmasq refused to start; the message is its own."""
 
 
-class Dnsmasq:
+class Dnsmasq(SupervisedServer):
     """A dnsmasq configured by `<directory>/dnsmasq.conf`; the directory is its identity."""
 
     def __init__(self, directory: Path, label: str) -> None:
-        self.directory = directory
+        super().__init__(directory, f"dnsmasq for {label}")
         self.label = label  # for log lines: "network bridge", "view bridge+other"
-        self.pid: int | None = None
-        self._supervisor: asyncio.Task[None] | None = None
 
     @property
     def conf_path(self) -> Path:
@@ -56,7 +51,7 @@ class Dnsmasq:
 
     @property
     def running(self) -> bool:
-        return self.pid is not None and _is_ours(self.pid, self.conf_path)
+        return self.pid is not None and self._is_ours(self.pid)
 
     @property
     def adoptable(self) -> bool:
@@ -83,19 +78,7 @@ class Dnsmasq:
             except DnsmasqError as exc:
                 self.pid = None
                 log.error("%s", exc)
-        self._supervisor = asyncio.create_task(self._supervise())
-
-    async def stop(self) -> None:
-        """Stop the process for good (its network or view is gone)."""
-        self._stop_supervising()
-        for pid in {self.pid, self._pid_from_file()}:
-            if pid is not None and _is_ours(pid, self.conf_path):
-                await terminate(pid, STOP_TIMEOUT)
-        self.pid = None
-
-    def detach(self) -> None:
-        """hyprd is exiting: stop watching, and leave the server running for the next one."""
-        self._stop_supervising()
+        self._supervise_from_now()
 
     def reload(self) -> None:
         """SIGHUP: dnsmasq re-reads its hosts and DHCP host directories from scratch (the
@@ -105,18 +88,13 @@ class Dnsmasq:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _stop_supervising(self) -> None:
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            self._supervisor = None
-
-    def _pid_from_file(self) -> int | None:
-        """The pid in the pid file, if that process is still this server."""
+    def _is_ours(self, pid: int) -> bool:
+        """True if `pid` is a dnsmasq started with this configuration file (not a reused pid)."""
         try:
-            pid = int(self.pid_path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if _is_ours(pid, self.conf_path) else None
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return f"--conf-file={self.conf_path}".encode() in argv
 
     async def _spawn(self) -> None:
         binary = shutil.which("dnsmasq")
@@ -137,34 +115,6 @@ class Dnsmasq:
             raise DnsmasqError(f"dnsmasq for {self.label} did not start: {message}")
         self.pid = pid
         log.info("started dnsmasq for %s (pid %d)", self.label, pid)
-
-    async def _supervise(self) -> None:
-        """Restart the server whenever it dies, backing off while it keeps dying at once."""
-        backoff = 0.1
-        started = time.monotonic()
-        while True:
-            if self.pid is not None:
-                await wait_exit(self.pid)
-            if time.monotonic() - started > STABLE_AFTER:
-                backoff = 0.1
-            log.warning("dnsmasq for %s is not running; starting it in %.1fs", self.label, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
-            started = time.monotonic()
-            try:
-                await self._spawn()
-            except DnsmasqError as exc:
-                self.pid = None
-                log.error("%s", exc)
-
-
-def _is_ours(pid: int, conf_path: Path) -> bool:
-    """True if `pid` is a dnsmasq started with this configuration file (not a reused pid)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return f"--conf-file={conf_path}".encode() in argv
 
 
 def _read(path: Path) -> str | None:

@@ -12,33 +12,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import time
 from pathlib import Path
 
 from hypr.network.dnsmasq import write_atomic
 from hypr.network.proxy_config import REASONS, REASONS_MAP, ROUTES, haproxy_config
-from hypr.process import terminate, wait_exit
+from hypr.network.supervised import STOP_TIMEOUT, ServerError, SupervisedServer
+from hypr.process import terminate
 
 log = logging.getLogger(__name__)
 
 CONF = "haproxy.cfg"
-STOP_TIMEOUT = 2.0
-MAX_BACKOFF = 5.0
-STABLE_AFTER = 30.0
 
 
-class HAProxyError(Exception):
+class HAProxyError(ServerError):
     """HAProxy refused to start, or its runtime API a command; the message is its own."""
 
 
-class HAProxy:
+class HAProxy(SupervisedServer):
     """An HAProxy configured by `<directory>/haproxy.cfg`; the directory is its identity."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.pid: int | None = None
+        super().__init__(directory, "the proxy's HAProxy")
         self.routes: dict[str, str] = {}  # what the running HAProxy's map holds
-        self._supervisor: asyncio.Task[None] | None = None
 
     @property
     def conf_path(self) -> Path:
@@ -72,7 +67,7 @@ class HAProxy:
                 await self._spawn()
             except HAProxyError as exc:
                 log.error("%s", exc)
-        self._supervisor = asyncio.create_task(self._supervise())
+        self._supervise_from_now()
 
     async def update(self, routes: dict[str, str]) -> None:
         """Change the running map to `routes`, one entry at a time (no reload, so no
@@ -94,34 +89,10 @@ class HAProxy:
             return
         self.routes = dict(routes)
 
-    async def stop(self) -> None:
-        """Stop HAProxy for good (the proxy is turned off)."""
-        self._stop_supervising()
-        for pid in {self.pid, self._pid_from_file()}:
-            if pid is not None and _is_ours(pid, self.conf_path):
-                await terminate(pid, STOP_TIMEOUT)
-        self.pid = None
-
-    def detach(self) -> None:
-        """hyprd is exiting: stop watching, and leave HAProxy serving for the next one."""
-        self._stop_supervising()
-
     # --- internals -----------------------------------------------------------------------
 
     def _write_map(self, routes: dict[str, str]) -> None:
         write_atomic(self.map_path, "".join(f"{h} {v}\n" for h, v in sorted(routes.items())))
-
-    def _stop_supervising(self) -> None:
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            self._supervisor = None
-
-    def _pid_from_file(self) -> int | None:
-        try:
-            pid = int((self.directory / "haproxy.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if _is_ours(pid, self.conf_path) else None
 
     async def _command(self, command: str) -> str:
         """One runtime API command; its answer, or HAProxyError with the error it gave."""
@@ -145,6 +116,18 @@ class HAProxy:
         entries = (line.split(" ", 2) for line in answer.splitlines())
         return {fields[1]: fields[2] for fields in entries if len(fields) == 3}
 
+    @property
+    def pid_path(self) -> Path:
+        return self.directory / "haproxy.pid"
+
+    def _is_ours(self, pid: int) -> bool:
+        """True if `pid` is an HAProxy started with this configuration (not a reused pid)."""
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return str(self.conf_path).encode() in argv and Path(argv[0].decode()).name == "haproxy"
+
     async def _spawn(self) -> None:
         binary = shutil.which("haproxy")
         if binary is None:
@@ -166,33 +149,6 @@ class HAProxy:
         self.pid = pid
         self.routes = _read_map(self.map_path)
         log.info("started HAProxy for the subdomain proxy (pid %d)", pid)
-
-    async def _supervise(self) -> None:
-        """Start HAProxy again whenever it dies, backing off while it keeps dying at once."""
-        backoff = 0.1
-        started = time.monotonic()
-        while True:
-            if self.pid is not None:
-                await wait_exit(self.pid)
-            if time.monotonic() - started > STABLE_AFTER:
-                backoff = 0.1
-            log.warning("the proxy's HAProxy is not running; starting it in %.1fs", backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
-            started = time.monotonic()
-            try:
-                await self._spawn()
-            except HAProxyError as exc:
-                log.error("%s", exc)
-
-
-def _is_ours(pid: int, conf_path: Path) -> bool:
-    """True if `pid` is an HAProxy started with this configuration (not a reused pid)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return str(conf_path).encode() in argv and Path(argv[0].decode()).name == "haproxy"
 
 
 def _read_map(path: Path) -> dict[str, str]:
