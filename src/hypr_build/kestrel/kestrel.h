@@ -118,6 +118,7 @@ void setup_mounts(void);
 
 /* user.c */
 int switch_user(const char *user, struct strv *env);
+int colon_fields(char *line, char **f, int n);
 
 /* net.c */
 extern struct nic nics[MAX_NICS];

@@ -25,8 +25,8 @@ static bool numeric(const char *s)
 	return true;
 }
 
-/* Split a colon-separated line into at most n fields; returns how many. */
-static int fields(char *line, char **f, int n)
+/* A passwd or group line split at ':' in place into at most n fields; returns how many. */
+int colon_fields(char *line, char **f, int n)
 {
 	int i = 0;
 	line[strcspn(line, "\n")] = 0;
@@ -62,7 +62,7 @@ int switch_user(const char *spec, struct strv *env)
 	char line[4096], *f[7];
 	FILE *pw = fopen("/etc/passwd", "re");
 	while (pw && !found && fgets(line, sizeof line, pw)) {
-		if (fields(line, f, 7) < 7)
+		if (colon_fields(line, f, 7) < 7)
 			continue;
 		if (numeric(want) ? (uid_t)strtoul(f[2], NULL, 10) == strtoul(want, NULL, 10)
 				  : !strcmp(f[0], want)) {
@@ -88,7 +88,7 @@ int switch_user(const char *spec, struct strv *env)
 	bool group_found = !group || numeric(group);
 	FILE *gr = fopen("/etc/group", "re");
 	while (gr && fgets(line, sizeof line, gr)) {
-		if (fields(line, f, 4) < 4)
+		if (colon_fields(line, f, 4) < 4)
 			continue;
 		gid_t g = (gid_t)strtoul(f[2], NULL, 10);
 		if (group && !group_found && !strcmp(f[0], group)) {

@@ -74,20 +74,6 @@ static bool split(char *v, char **f, size_t *len, int n)
 	return true;
 }
 
-/* A passwd or group line's fields, split at ':' in place; returns how many. */
-static int colon_fields(char *line, char **f, int n)
-{
-	int i = 0;
-	line[strcspn(line, "\n")] = 0;
-	while (i < n && line) {
-		f[i++] = line;
-		line = strchr(line, ':');
-		if (line)
-			*line++ = 0;
-	}
-	return i;
-}
-
 static bool all_digits(const char *s)
 {
 	return *s && strspn(s, "0123456789") == strlen(s);
